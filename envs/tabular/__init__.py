@@ -1,0 +1,40 @@
+"""Finite MDPs as arrays (`P[s, a, s']`, reward distributions, terminal masks), their
+generators and grid worlds, and `to_gymnax` to run them on rlx's env interface.
+
+`ENVS` maps registry names to `factory(**kwargs) -> (env, params)`.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from rlx.envs.tabular.env import TabularEnv, TabularParams, TabularState, to_gymnax
+from rlx.envs.tabular.grids import ddp_grid, frozen_lake, grid_mdp, risky_grid
+from rlx.envs.tabular.mdp import (
+    SparseMDP, TabularMDP, astype, layered_mdp, make_mdp, outcomes, random_mdp,
+    reward_range, to_sparse, validate_mdp,
+)  # fmt: skip
+
+
+def _ddp_grid(bernoulli: bool = False, max_steps: int = 16):
+    name = "rlx/ddp-grid-bernoulli" if bernoulli else "rlx/ddp-grid"
+    return to_gymnax(ddp_grid(bernoulli), max_steps, name)
+
+
+def _random(seed: int = 0, num_states: int = 5, num_actions: int = 3, max_steps: int = 10, **kw):
+    return to_gymnax(random_mdp(jax.random.key(seed), num_states, num_actions, **kw), max_steps, "rlx/random-mdp")
+
+
+ENVS = {
+    "rlx/ddp-grid": lambda **kw: _ddp_grid(False, **kw),
+    "rlx/ddp-grid-bernoulli": lambda **kw: _ddp_grid(True, **kw),
+    "rlx/frozen-lake": lambda max_steps=100, **kw: to_gymnax(frozen_lake(**kw), max_steps, "rlx/frozen-lake"),
+    "rlx/ddp-risky-grid": lambda max_steps=12, **kw: to_gymnax(risky_grid(**kw), max_steps, "rlx/ddp-risky-grid"),
+    "rlx/random-mdp": _random,
+}
+
+__all__ = [
+    "ENVS", "SparseMDP", "TabularEnv", "TabularMDP", "TabularParams", "TabularState", "astype",
+    "ddp_grid", "frozen_lake", "grid_mdp", "layered_mdp", "make_mdp", "outcomes", "random_mdp",
+    "reward_range", "risky_grid", "to_gymnax", "to_sparse", "validate_mdp",
+]  # fmt: skip

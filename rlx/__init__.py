@@ -1,0 +1,1 @@
+"""rlx: pure-functional reinforcement learning in JAX."""

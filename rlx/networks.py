@@ -1,0 +1,94 @@
+"""Small flax.linen networks: MLP torsos, actor heads, critics (scalar or vector)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "silu": nn.silu, "elu": nn.elu}
+
+
+def _dense(features: int, scale: float) -> nn.Dense:
+    return nn.Dense(
+        features, kernel_init=nn.initializers.orthogonal(scale), bias_init=nn.initializers.zeros
+    )
+
+
+class MLP(nn.Module):
+    """Flattens the input, then `hidden` dense layers with orthogonal init. `[..., *obs] -> [..., H]`."""
+
+    hidden: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+    layer_norm: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, batch_dims: int = 0) -> jax.Array:
+        x = x.reshape(x.shape[:batch_dims] + (-1,)).astype(jnp.float32)
+        act = ACTIVATIONS[self.activation]
+        for width in self.hidden:
+            x = _dense(width, np.sqrt(2.0))(x)
+            if self.layer_norm:
+                x = nn.LayerNorm()(x)
+            x = act(x)
+        return x
+
+
+class CategoricalActor(nn.Module):
+    """obs -> logits `[..., A]`."""
+
+    num_actions: int
+    hidden: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, batch_dims: int = 0) -> jax.Array:
+        h = MLP(self.hidden, self.activation)(obs, batch_dims)
+        return _dense(self.num_actions, 0.01)(h)
+
+
+class GaussianActor(nn.Module):
+    """obs -> (mean `[..., D]`, log_std `[..., D]`).
+
+    With `state_dependent_std` the scale is a head of the network (as in brax);
+    otherwise it is one learned vector shared by all states (as in PureJaxRL).
+    """
+
+    action_dim: int
+    hidden: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+    state_dependent_std: bool = False
+    init_log_std: float = 0.0
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, batch_dims: int = 0):
+        h = MLP(self.hidden, self.activation)(obs, batch_dims)
+        mean = _dense(self.action_dim, 0.01)(h)
+        if self.state_dependent_std:
+            raw = _dense(self.action_dim, 0.01)(h)
+            # softplus keeps the scale positive; the floor avoids a collapse to 0.
+            std = jax.nn.softplus(raw + np.log(np.expm1(np.exp(self.init_log_std)))) + 1e-3
+            log_std = jnp.log(std)
+        else:
+            log_std = self.param(
+                "log_std", nn.initializers.constant(self.init_log_std), (self.action_dim,)
+            )
+            log_std = jnp.broadcast_to(log_std, mean.shape)
+        return mean, log_std
+
+
+class Critic(nn.Module):
+    """obs -> value `[...]`, or `[..., reward_dim]` for a vector critic."""
+
+    hidden: Sequence[int] = (64, 64)
+    activation: str = "tanh"
+    reward_dim: int | None = None
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, batch_dims: int = 0) -> jax.Array:
+        h = MLP(self.hidden, self.activation)(obs, batch_dims)
+        out = _dense(self.reward_dim or 1, 1.0)(h)
+        return out if self.reward_dim else out[..., 0]

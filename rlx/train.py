@@ -1,0 +1,274 @@
+"""The fully-jitted training function, built once for every agent.
+
+    train = make_train(agent, cfg)
+    state, metrics = jax.jit(train)(key, cfg, env_params)       # one run
+    states, metrics = jax.jit(jax.vmap(train))(keys, cfgs, env_params_batch)  # a population
+
+`train` is `init` followed by `lax.scan(update)`; it is pure, vmappable, shardable
+and differentiable-through. `metrics` holds one row per update: `{name: [U]}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+
+from rlx.types import Agent
+
+
+def make_train(agent: Agent, cfg: Any, num_updates: int | None = None) -> Callable:
+    """Return `train(key, cfg, env_params) -> (state, metrics)`.
+
+    The number of updates comes from `cfg`'s static fields unless given.
+    """
+    n = agent.num_updates(cfg) if num_updates is None else int(num_updates)
+
+    def train(key: jax.Array, c: Any, env_params: Any):
+        state = agent.init(key, c, env_params)
+        return run_updates(agent, state, c, env_params, n)
+
+    return train
+
+
+def run_updates(agent: Agent, state: Any, cfg: Any, env_params: Any, n: int):
+    """`n` updates in one `lax.scan`: `(state, metrics{name: [n]})`."""
+
+    def body(s, _):
+        return agent.update(s, cfg, env_params)
+
+    return jax.lax.scan(body, state, None, length=n)
+
+
+# ---------------------------------------------------------------------------------
+# The chunked host driver
+# ---------------------------------------------------------------------------------
+
+import os  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+POPULATION_MODES = ("vmap", "map")
+
+
+def over_population(fn: Callable, mesh: Any, mode: str = "vmap") -> Callable:
+    """Lift `fn(state, cfg, env_params)` to a population (leading axis on state and cfg).
+
+    "vmap" batches the members of each device into one program (fastest). "map"
+    runs them one after another with `lax.map` inside each device's shard
+    (`shard_map`): each member then runs exactly the program of a solo run, so
+    results are bitwise identical for any population size and device count. With
+    "vmap", XLA may rewrite some reductions differently for different per-device
+    batch sizes, so results agree bitwise only when members per device are equal.
+    """
+    batched = jax.vmap(fn, (0, 0, None))
+    if mode == "vmap":
+        return batched
+
+    from jax.sharding import PartitionSpec
+
+    def local(state, cfg, env_params):
+        return jax.lax.map(lambda sc: fn(sc[0], sc[1], env_params), (state, cfg))
+
+    spec = PartitionSpec("pop")
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=(spec, spec, PartitionSpec()), out_specs=spec, check_vma=False
+    )
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or infinite; the last good checkpoint is left intact."""
+
+
+@dataclass
+class RunResult:
+    state: Any  # population state, leaves [P, ...]
+    metrics: dict[str, np.ndarray]  # {name: [P, U']} for the updates run by this call
+    first_update: int  # update index of metrics[:, 0]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def loss_names(metrics: dict[str, Any]) -> list[str]:
+    return [k for k in metrics if "loss" in k]
+
+
+class Runner:
+    """Runs a population in jitted chunks of updates; does all host I/O between chunks.
+
+    Between chunks it appends to `metrics.csv`, saves an orbax checkpoint of the full
+    state, shows progress and stops on a non-finite loss. Results are bitwise equal to
+    `jit(vmap(train))` on CPU for the same keys. A run killed at any point loses at
+    most the chunk in flight; `run(resume=True)` continues from the last checkpoint.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        population: Any,  # rlx.population.Population
+        env_params: Any,
+        out_dir: str | None = None,
+        *,
+        num_updates: int | None = None,
+        chunk_updates: int | None = None,
+        devices: int | None = None,
+        progress: bool = True,
+        checkpoint_every: int = 1,
+        description: str = "train",
+        population_mode: str = "vmap",
+    ):
+        from rlx import population as pop_lib
+
+        self.agent = agent
+        self.pop = population
+        self.env_params = env_params
+        self.out_dir = out_dir
+        size = len(population.members)
+        template = jax.tree.map(lambda x: x[0], population.cfg)
+        self.num_updates = agent.num_updates(template) if num_updates is None else int(num_updates)
+        self.chunk_updates = chunk_updates or max(1, -(-self.num_updates // 20))
+        if self.chunk_updates < 1:
+            raise ValueError(f"chunk_updates = {self.chunk_updates} is invalid: it must be >= 1.")
+        self.devices = pop_lib.default_devices(size) if devices is None else int(devices)
+        pop_lib.check_devices(size, self.devices)
+        self.mesh = pop_lib.make_mesh(self.devices)
+        self.sharding = pop_lib.pop_sharding(self.mesh)
+        self.progress = progress
+        self.checkpoint_every = checkpoint_every
+        self.description = description
+        if population_mode not in POPULATION_MODES:
+            raise ValueError(
+                f"population_mode = {population_mode!r} is invalid: accepted values are {', '.join(POPULATION_MODES)}."
+            )
+        self.population_mode = population_mode
+        self._compiled: dict[int, Any] = {}
+
+    # -- compiled pieces -------------------------------------------------------------
+    def _init_fn(self):
+        return jax.jit(
+            over_population(self.agent.init, self.mesh, self.population_mode), out_shardings=self.sharding
+        )
+
+    def _chunk_fn(self, k: int):
+        """k updates for every member, jitted, donating the incoming state."""
+        agent = self.agent
+
+        def chunk(state, cfg, env_params):
+            return run_updates(agent, state, cfg, env_params, k)
+
+        return jax.jit(
+            over_population(chunk, self.mesh, self.population_mode),
+            donate_argnums=0,
+            out_shardings=self.sharding,
+        )
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, resume: bool = False) -> RunResult:
+        from rlx import population as pop_lib
+        from rlx.checkpoint import Checkpointer
+        from rlx.logging import MetricsCSV
+
+        keys = pop_lib.shard(self.pop.keys, self.mesh)
+        cfg = pop_lib.shard(self.pop.cfg, self.mesh)
+        t0 = time.perf_counter()
+        state = self._init_fn()(keys, cfg, self.env_params)
+        done = 0
+        ckpt = csv = None
+        if self.out_dir:
+            os.makedirs(self.out_dir, exist_ok=True)
+            ckpt = Checkpointer(os.path.join(self.out_dir, "checkpoints"))
+            csv_path = os.path.join(self.out_dir, "metrics.csv")
+            latest = ckpt.latest_step()
+            if resume and latest is not None:
+                state, meta = ckpt.restore(state, latest)
+                done = int(meta["updates"])
+            elif not resume and (latest is not None or os.path.exists(csv_path)):
+                raise FileExistsError(
+                    f"{self.out_dir} already holds a run; resume it (--resume) or choose a new output directory."
+                )
+            member_keys = dict.fromkeys(k for m in self.pop.members for k in m)
+            csv = MetricsCSV(csv_path, list(member_keys))
+            csv.truncate(done)
+        timings = {"init_s": time.perf_counter() - t0, "compile_s": 0.0, "run_s": 0.0}
+        chunks: list[dict[str, np.ndarray]] = []
+        first_update = done
+        bar = _Progress(self.progress, self.num_updates, done, self.description)
+        try:
+            while done < self.num_updates:
+                k = min(self.chunk_updates, self.num_updates - done)
+                if k not in self._compiled:
+                    t = time.perf_counter()
+                    self._compiled[k] = self._chunk_fn(k).lower(state, cfg, self.env_params).compile()
+                    timings["compile_s"] += time.perf_counter() - t
+                compiled = self._compiled[k]
+                t = time.perf_counter()
+                state, metrics = compiled(state, cfg, self.env_params)
+                metrics = jax.device_get(metrics)
+                timings["run_s"] += time.perf_counter() - t
+                self._check_finite(metrics, done)
+                if csv is not None:
+                    csv.append(metrics, self.pop.members, done)
+                done += k
+                chunks.append(metrics)
+                if ckpt is not None and (len(chunks) % self.checkpoint_every == 0 or done == self.num_updates):
+                    ckpt.save(done, state, {"updates": done})
+                bar.advance(k, metrics)
+        finally:
+            bar.close()
+            if ckpt is not None:
+                ckpt.close()
+        merged = {name: np.concatenate([c[name] for c in chunks], 1) for name in (chunks[0] if chunks else {})}
+        return RunResult(state, merged, first_update, timings)
+
+    def _check_finite(self, metrics: dict[str, np.ndarray], first_update: int) -> None:
+        for name in loss_names(metrics):
+            bad = ~np.isfinite(metrics[name])
+            if bad.any():
+                member, j = np.argwhere(bad)[0]
+                raise NonFiniteLossError(
+                    f"{name} is {metrics[name][member, j]} at update {first_update + int(j)} "
+                    f"(member {int(member)}, seed {self.pop.members[int(member)].get('seed')}); "
+                    f"stopped, and the checkpoint at update {first_update} is intact."
+                )
+
+
+class _Progress:
+    """A rich progress bar over updates, showing env steps/s and the latest mean return."""
+
+    def __init__(self, enabled: bool, total: int, done: int, description: str):
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        self.start_steps = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.p = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("updates"), TimeElapsedColumn(), TextColumn("{task.fields[info]}"),
+        )  # fmt: skip
+        self.p.start()
+        self.task = self.p.add_task(description, total=total, completed=done, info="compiling...")
+
+    def advance(self, k: int, metrics: dict[str, np.ndarray]) -> None:
+        if not self.enabled:
+            return
+        info = []
+        if "env_steps" in metrics:
+            steps = float(np.sum(metrics["env_steps"][:, -1]))
+            if self.start_steps is None:
+                self.start_steps = float(np.sum(metrics["env_steps"][:, 0]))
+                self.start = time.perf_counter()
+            elif time.perf_counter() > self.start:
+                info.append(f"{(steps - self.start_steps) / (time.perf_counter() - self.start):,.0f} steps/s")
+        if "episode_return" in metrics:
+            with np.errstate(all="ignore"):
+                r = np.nanmean(metrics["episode_return"][:, -1])
+            info.append(f"return {r:.1f}")
+        self.p.update(self.task, advance=k, info="  ".join(info))
+
+    def close(self) -> None:
+        if self.enabled:
+            self.p.stop()
