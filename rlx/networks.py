@@ -92,3 +92,49 @@ class Critic(nn.Module):
         h = MLP(self.hidden, self.activation)(obs, batch_dims)
         out = _dense(self.reward_dim or 1, 1.0)(h)
         return out if self.reward_dim else out[..., 0]
+
+
+class QCritic(nn.Module):
+    """(obs, action) -> Q(s, a) `[...]`, for continuous actions (SAC, TD3).
+
+    The observation is flattened and concatenated with the action before the MLP.
+    Twin or ensemble critics stack params along a leading axis (`ensemble_init`).
+    """
+
+    hidden: Sequence[int] = (256, 256)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array, batch_dims: int = 0) -> jax.Array:
+        x = obs.reshape(obs.shape[:batch_dims] + (-1,)).astype(jnp.float32)
+        a = action.reshape(action.shape[:batch_dims] + (-1,)).astype(jnp.float32)
+        h = MLP(self.hidden, self.activation)(jnp.concatenate([x, a], -1), batch_dims)
+        return _dense(1, 1.0)(h)[..., 0]
+
+
+class DiscreteQNetwork(nn.Module):
+    """obs -> Q-values `[..., A]`, or per-action distribution outputs `[..., A, M]`
+    when `num_atoms` is set (C51 logits over a fixed support, or QR-DQN quantiles)."""
+
+    num_actions: int
+    hidden: Sequence[int] = (64, 64)
+    activation: str = "relu"
+    num_atoms: int | None = None
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, batch_dims: int = 0) -> jax.Array:
+        h = MLP(self.hidden, self.activation)(obs, batch_dims)
+        out = _dense(self.num_actions * (self.num_atoms or 1), 1.0)(h)
+        if self.num_atoms:
+            return out.reshape(out.shape[:-1] + (self.num_actions, self.num_atoms))
+        return out
+
+
+def ensemble_init(module: nn.Module, key: jax.Array, size: int, *args) -> dict:
+    """Params of `size` independently initialised copies of `module`, stacked on axis 0."""
+    return jax.vmap(lambda k: module.init(k, *args))(jax.random.split(key, size))
+
+
+def ensemble_apply(module: nn.Module, params: dict, *args) -> jax.Array:
+    """Apply every member of stacked `params` to the same inputs: outputs `[size, ...]`."""
+    return jax.vmap(lambda p: module.apply(p, *args))(params)

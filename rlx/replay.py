@@ -1,0 +1,103 @@
+"""A pure-functional ring buffer of transitions that lives inside the jitted train state.
+
+    buf = replay.init(example, capacity)        # example: one transition, leaves [*item]
+    buf = replay.add(buf, batch)                # batch leaves [N, *item], N <= capacity
+    ok = replay.can_sample(buf, batch_size)     # bool scalar
+    mb = replay.sample(buf, key, batch_size)    # leaves [batch_size, *item]
+
+The buffer is a pytree (`ReplayState`): it is carried by `lax.scan`, vmapped over a
+population, checkpointed by orbax with the rest of the state and resumed exactly.
+Writes wrap around (oldest items are overwritten); sampling is uniform over the
+`size` items written so far. Nothing here branches on data, so the same program
+runs under `vmap` (no `lax.cond` turning into a both-branches `select`).
+
+Memory: every member of a population holds its own buffer, so a population needs
+`P * capacity * transition_bytes(example)` bytes (`nbytes(example, capacity)` per
+member). For example, SAC on Pendulum (3-d obs, 1-d action) stores obs and
+next_obs (6 float32), action and reward (2 float32) and the terminated/truncated
+flags (2 bools): 34 bytes per transition, so a capacity of 1e5 is 3.4 MB per member
+and 64 members need 218 MB. Agents expose `buffer_bytes(env, cfg)`; size `capacity` so that
+`population * buffer_bytes` fits in device memory (it is allocated up front).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+
+@struct.dataclass
+class ReplayState:
+    """data: the stored transitions, leaves `[capacity, *item]`; position: int32, next
+    write index; size: int32, number of valid items (saturates at capacity)."""
+
+    data: Any
+    position: jax.Array
+    size: jax.Array
+
+    @property
+    def capacity(self) -> int:
+        return jax.tree.leaves(self.data)[0].shape[0]
+
+
+def init(example: Any, capacity: int) -> ReplayState:
+    """An empty buffer for items shaped like `example` (one transition; arrays or
+    `jax.ShapeDtypeStruct`s). All memory is allocated now, zero-filled."""
+    if int(capacity) < 1:
+        raise ValueError(f"replay capacity = {capacity} is invalid: it must be >= 1.")
+    data = jax.tree.map(lambda x: jnp.zeros((int(capacity),) + tuple(x.shape), x.dtype), example)
+    zero = jnp.zeros((), jnp.int32)
+    return ReplayState(data, zero, zero)
+
+
+def add(state: ReplayState, batch: Any) -> ReplayState:
+    """Write `N` items (leaves `[N, *item]`) at the write position, wrapping around.
+
+    `N` must not exceed the capacity (a larger write would overwrite itself)."""
+    capacity = state.capacity
+    n = jax.tree.leaves(batch)[0].shape[0]
+    if n > capacity:
+        raise ValueError(f"replay.add: a batch of {n} items does not fit a buffer of capacity {capacity}.")
+    idx = (state.position + jnp.arange(n, dtype=jnp.int32)) % capacity
+    data = jax.tree.map(
+        lambda buf, x: buf.at[idx].set(x.astype(buf.dtype), unique_indices=True, mode="promise_in_bounds"),
+        state.data,
+        batch,
+    )
+    return ReplayState(data, (state.position + n) % capacity, jnp.minimum(state.size + n, capacity))
+
+
+def sample(state: ReplayState, key: jax.Array, batch_size: int) -> Any:
+    """`batch_size` items drawn uniformly with replacement from the valid ones.
+
+    Sampling an empty buffer returns zero-filled items; guard with `can_sample` (or,
+    as rlx agents do, fill the buffer in a warm-up phase before any sampling)."""
+    idx = jax.random.randint(key, (batch_size,), 0, jnp.maximum(state.size, 1))
+    return jax.tree.map(lambda buf: buf[idx], state.data)
+
+
+def can_sample(state: ReplayState, batch_size: int) -> jax.Array:
+    """Whether at least `batch_size` items have been written."""
+    return state.size >= batch_size
+
+
+def transition_bytes(example: Any) -> int:
+    """Bytes one item takes in the buffer."""
+    return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(example)))
+
+
+def nbytes(example: Any, capacity: int) -> int:
+    """Bytes a buffer of `capacity` items like `example` holds (one population member)."""
+    return int(capacity) * transition_bytes(example)
+
+
+def format_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

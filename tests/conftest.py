@@ -1,0 +1,34 @@
+"""Test entry point: 8 fake CPU devices (to test sharding on a laptop), the CPU
+async-dispatch guard. Set before jax is imported. (No persistent compilation cache: on
+this CPU its loads log machine-feature mismatch errors for every program.)"""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from rlx import envs  # noqa: E402
+from rlx.agents import ppo  # noqa: E402
+
+# A tiny PPO setting shared by many tests: 6 updates of 4 envs x 16 steps.
+TINY_PPO = dict(num_envs=4, num_steps=16, total_steps=4 * 16 * 6, num_minibatches=2, update_epochs=2)
+
+
+@pytest.fixture(scope="session")
+def cartpole():
+    return envs.make("gymnax/CartPole-v1")
+
+
+@pytest.fixture(scope="session")
+def tiny_ppo(cartpole):
+    env, params = cartpole
+    cfg = ppo.PPOConfig(**TINY_PPO)
+    return ppo.make_agent(env, cfg), cfg, params
+
+
+def pytest_configure(config):
+    assert len(jax.devices()) == 8, "tests expect 8 fake CPU devices; was jax imported before conftest?"
