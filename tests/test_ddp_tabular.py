@@ -14,7 +14,7 @@ from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import oracle
 from rlx.agents.ddp import tabular as T
 from rlx.envs.tabular import (
-    ENVS, astype, ddp_grid, layered_mdp, make_mdp, random_mdp, to_sparse,
+    ENVS, ddp_grid, make_mdp, random_mdp, to_sparse,
 )  # fmt: skip
 
 H = 4
@@ -23,35 +23,52 @@ TAUS = (0.1, 0.25, 0.5, 1.0)
 THRESHOLDS = (-2.0, 0.0, 1.0, 3.0)
 
 
-def f64(tree):
-    return astype(tree, jnp.float64)
-
-
 def take(tree, i):
     return jax.tree.map(lambda x: x[i], tree)
 
 
+NON_HINGE = ("neg_square", "exp_utility", "piecewise_linear", "neg_abs")
+
+
+def _objectives():
+    """CVaR levels, thresholds, and objectives that are not hinge-type (plus a target),
+    for which only gamma = 1 and an unclipped stock grid give the optimum."""
+    return O.stack(
+        [O.cvar(t) for t in TAUS] + [O.threshold(g) for g in THRESHOLDS]
+        + [O.neg_square(1.0), O.exp_utility(0.5, c0=-1.0), O.piecewise_linear(2.0, 2.0, 0.5, c0=-1.0),
+           O.target(2.0)]
+    )
+
+
+def _one(grid):
+    def one(mdp, obj):
+        res = T.dvi(mdp, obj, grid, 1.0, horizon=H)
+        value, c0 = T.objective_value(mdp, res.q, obj, grid)
+        nu = T.evaluate_policy(mdp, res.policy, grid, 1.0, horizon=H)
+        achieved = T.policy_value(mdp, nu, obj, grid, c0)
+        return value, achieved, res.q
+
+    return one
+
+
 @pytest.fixture(scope="module")
 def exact_random():
-    """24 random MDPs (3 states, 2 actions, 2 integer reward outcomes in [-2, 2]) and
-    exact-mode DVI for a population of CVaR and threshold objectives, in float64."""
+    """24 random MDPs (3 states, 2 actions, 2 integer reward outcomes in [-2, 2]; in half
+    of them state 2 is terminal) and exact-mode DVI for a population of objectives,
+    all in float64, in one jit(vmap(vmap))."""
     with jax.enable_x64(True):
         keys = jax.random.split(jax.random.key(0), NUM_MDPS)
-        mdps = f64(jax.vmap(lambda k: random_mdp(k, 3, 2, 2, -2, 2))(keys))
-        grid = f64(T.exact_grid(mdps, H))
-        objs = f64(O.stack([O.cvar(t) for t in TAUS] + [O.threshold(g) for g in THRESHOLDS]))
+        half = NUM_MDPS // 2
+        a = jax.vmap(lambda k: random_mdp(k, 3, 2, 2, -2, 2))(keys[:half])
+        b = jax.vmap(lambda k: random_mdp(k, 3, 2, 2, -2, 2, num_terminal=1))(keys[half:])
+        mdps = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), a, b)
+        grid = T.exact_grid(mdps, H, c0_range=(-1.0, -1.0))
+        objs = _objectives()
         T.validate(mdps, grid, 1.0, H, objs, exact=True)
-
-        def one(mdp, obj):
-            res = T.dvi(mdp, obj, grid, 1.0, horizon=H)
-            value, c0 = T.objective_value(mdp, res.q, obj, grid)
-            nu = T.evaluate_policy(mdp, res.policy, grid, 1.0, horizon=H)
-            achieved = T.policy_value(mdp, nu, obj, grid, c0)
-            return value, achieved, res.q
-
+        one = _one(grid)
         run = jax.jit(jax.vmap(jax.vmap(one, (None, 0)), (0, None)))
         value, achieved, q = jax.device_get(run(mdps, objs))
-    return dict(mdps=mdps, grid=grid, objs=objs, value=value, achieved=achieved, q=q)
+    return dict(mdps=mdps, grid=grid, objs=objs, value=value, achieved=achieved, q=q, one=one)
 
 
 def test_dvi_equals_oracle_cvar(exact_random):
@@ -68,61 +85,55 @@ def test_dvi_equals_oracle_cvar(exact_random):
 def test_dvi_equals_oracle_threshold(exact_random):
     r = exact_random
     f = lambda x: (x >= 0).astype(np.float64)
+    k0 = len(TAUS)
     for i in range(NUM_MDPS):
         mdp = take(r["mdps"], i)
         best = oracle.optimal_values(mdp, f, [-g for g in THRESHOLDS], 1.0, H)
-        k0 = len(TAUS)
-        np.testing.assert_allclose(r["value"][i, k0:], best, atol=1e-9, rtol=0)
-        np.testing.assert_allclose(r["achieved"][i, k0:], best, atol=1e-9, rtol=0)
+        np.testing.assert_allclose(r["value"][i, k0:k0 + 4], best, atol=1e-9, rtol=0)
+        np.testing.assert_allclose(r["achieved"][i, k0:k0 + 4], best, atol=1e-9, rtol=0)
     # Not a trivial comparison: the optimal reach probabilities are not all 0 or 1.
-    v = r["value"][:, len(TAUS):]
+    v = r["value"][:, k0:k0 + 4]
     assert np.any((v > 1e-3) & (v < 1 - 1e-3))
 
 
-def test_dvi_equals_oracle_terminal_and_non_hinge():
-    """Layered MDPs with a terminal sink, and objectives that are not hinge-type
-    (-x^2, exp utility, a kink off 0): with gamma = 1 every expected utility works,
-    provided the stock grid covers c_0 + every return (no clipping)."""
-    horizon = 3
-    with jax.enable_x64(True):
-        mdps = f64(jax.vmap(lambda k: layered_mdp(k, 2, 2, 2, 2, -2, 2))(jax.random.split(jax.random.key(3), 4)))
-        objs = [O.neg_square(1.0), O.exp_utility(0.5, c0=-1.0), O.piecewise_linear(2.0, 2.0, 0.5, c0=-1.0),
-                O.target(2.0)]
-        objs = f64(O.stack(objs))
-        grid = f64(T.exact_grid(mdps, horizon, c0_range=(-1.0, -1.0)))
-        T.validate(mdps, grid, 1.0, horizon, objs, exact=True)
-        run = jax.jit(jax.vmap(jax.vmap(
-            lambda m, o: T.objective_value(m, T.dvi(m, o, grid, 1.0, horizon=horizon).q, o, grid)[0],
-            (None, 0)), (0, None)))
-        values = np.asarray(run(mdps, objs))
-        for i in range(4):
-            for k in range(4):
-                obj = take(objs, k)
-                best = oracle.optimal_values(take(mdps, i), oracle.numpy_utility(obj), [float(obj.c0)], 1.0, horizon)
-                assert abs(values[i, k] - best[0]) < 1e-9, (i, O.name(obj))
+def test_dvi_equals_oracle_non_hinge(exact_random):
+    """-x^2, exp utility, a kink off 0, and -|x|: with gamma = 1 every expected utility
+    works, provided the stock grid covers c_0 + every return (nothing clipped)."""
+    r = exact_random
+    k0 = len(TAUS) + len(THRESHOLDS)
+    for k in range(k0, k0 + len(NON_HINGE)):
+        obj = take(r["objs"], k)
+        assert O.name(obj) == NON_HINGE[k - k0]
+        f = oracle.numpy_utility(obj)
+        for i in range(NUM_MDPS):
+            best = oracle.optimal_values(take(r["mdps"], i), f, [float(obj.c0)], 1.0, H)[0]
+            assert abs(r["value"][i, k] - best) < 1e-9, (i, O.name(obj))
+            assert abs(r["achieved"][i, k] - best) < 1e-9, (i, O.name(obj))
 
 
 def test_oracle_expectimax_equals_enumerating_policies():
     """The oracle's tree maximum equals literally listing every history-dependent
     deterministic policy (2^7 of them per MDP), for CVaR and a threshold."""
-    for seed in range(4):
-        mdp = jax.device_get(random_mdp(jax.random.key(100 + seed), 2, 2, 2, -2, 2, branching=1))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        P = rng.dirichlet(np.ones(2), (2, 2))
+        mdp = make_mdp(P, reward_values=rng.integers(-2, 3, (2, 2, 1)), reward_probs=np.ones((2, 2, 1)))
         for tau in (0.2, 0.6):
             brute = oracle.best_by_enumeration(mdp, lambda g, p: oracle.cvar_numpy(g, p, tau), 1.0, 2)
-            assert abs(oracle.optimal_cvar(mdp, tau, 1.0, 2) - brute) < 1e-12
+            assert abs(oracle.optimal_cvar(mdp, tau, 1.0, 2) - brute) < 1e-6
         brute = oracle.best_by_enumeration(mdp, lambda g, p: float(p @ (g >= 1)), 1.0, 2)
-        assert abs(oracle.optimal_values(mdp, lambda x: (x >= 0) * 1.0, [-1.0], 1.0, 2)[0] - brute) < 1e-12
+        assert abs(oracle.optimal_values(mdp, lambda x: (x >= 0) * 1.0, [-1.0], 1.0, 2)[0] - brute) < 1e-6
 
 
 def test_dense_and_sparse_forms_agree(exact_random):
     r = exact_random
+    i = NUM_MDPS - 1  # one with a terminal state
     with jax.enable_x64(True):
-        for i in range(3):
-            mdp = take(r["mdps"], i)
-            sparse = to_sparse(mdp)
-            obj = take(r["objs"], 1)
-            q_sparse = T.dvi(sparse, obj, r["grid"], 1.0, horizon=H).q
-            np.testing.assert_allclose(q_sparse, r["q"][i, 1], atol=1e-12)
+        sparse = to_sparse(take(r["mdps"], i))
+        for k in (1, 5):
+            value, achieved, q = jax.jit(r["one"])(sparse, take(r["objs"], k))
+            np.testing.assert_allclose(q, r["q"][i, k], atol=1e-12)
+            assert abs(achieved - r["achieved"][i, k]) < 1e-12
 
 
 def test_dpi_monotone_and_reaches_dvi(exact_random):
@@ -140,36 +151,38 @@ def test_dpi_monotone_and_reaches_dvi(exact_random):
 
 
 def test_discounted_dpi_monotone_and_matches_dvi():
-    """Discounted mode (gamma = 0.8, stock grid with interpolation): DPI is monotone
-    on the grid problem and its fixed point equals many-iteration DVI's value."""
-    gamma = 0.8
+    """Discounted mode with gamma = 1/2, integer rewards and a stock grid aligned with the
+    atoms: next stocks 2(c + r) land on grid points and f = -|x| is linear between atoms,
+    so the grid problem is exact for f; DPI is then monotone and its fixed point is DVI's.
+    """
+    gamma = 0.5
     mdps = jax.vmap(lambda k: random_mdp(k, 3, 2, 2, -1, 1))(jax.random.split(jax.random.key(7), 4))
-    lo, hi = T.safe_stock_range(mdps, gamma, None)
-    grid = T.make_grid(-5.0, 5.0, 41, lo, hi, 21)
-    obj = O.target(0.5)
+    lo, hi = T.safe_stock_range(mdps, gamma, None)  # [-2, 2]
+    grid = T.make_grid(-2.0, 2.0, 41, lo, hi, 21)
+    obj = O.target(0.4)
     T.validate(mdps, grid, gamma, None, obj)
 
     def one(m):
-        _, values = T.dpi(m, obj, grid, gamma, num_policy_iterations=6, num_eval_iterations=120)
-        v_dvi = T.dvi(m, obj, grid, gamma, num_iterations=120).q.max(-1)
+        _, values = T.dpi(m, obj, grid, gamma, num_policy_iterations=5, num_eval_iterations=60)
+        v_dvi = T.dvi(m, obj, grid, gamma, num_iterations=60).q.max(-1)
         return values, v_dvi
 
     values, v_dvi = jax.jit(jax.vmap(one))(mdps)
-    assert np.all(np.diff(np.asarray(values), axis=1) >= -1e-5)
-    np.testing.assert_allclose(values[:, -1], v_dvi, atol=1e-4)
+    values = np.asarray(values)
+    assert np.all(np.diff(values, axis=1) >= -1e-5)
+    assert np.any(values[:, -1] > values[:, 0] + 1e-2)
+    np.testing.assert_allclose(values[:, -1], v_dvi, atol=1e-5)
 
 
-def test_batched_equals_looped():
-    mdps = jax.vmap(lambda k: random_mdp(k, 4, 3, 2, -2, 2))(jax.random.split(jax.random.key(1), 3))
-    grid = T.exact_grid(mdps, 3)
-    objs = O.stack([O.cvar(0.3), O.target(1.0), O.threshold(2.0), O.identity()])
-    f = jax.jit(lambda m, o: T.dvi(m, o, grid, 1.0, horizon=3))
-    batched = jax.jit(jax.vmap(jax.vmap(f, (None, 0)), (0, None)))(mdps, objs)
-    for i in range(3):
-        for k in range(4):
-            looped = f(take(mdps, i), take(objs, k))
-            np.testing.assert_allclose(batched.q[i, k], looped.q, atol=1e-5)
-            np.testing.assert_array_equal(batched.policy[i, k], looped.policy)
+def test_batched_equals_looped(exact_random):
+    """The jit(vmap(vmap)) population equals single runs, one MDP and objective at a time."""
+    r = exact_random
+    with jax.enable_x64(True):
+        single = jax.jit(r["one"])
+        for i, k in [(0, 0), (3, 5), (NUM_MDPS - 1, 9), (7, 11)]:
+            value, achieved, q = single(take(r["mdps"], i), take(r["objs"], k))
+            np.testing.assert_allclose(q, r["q"][i, k], atol=1e-12)
+            assert abs(value - r["value"][i, k]) < 1e-12 and abs(achieved - r["achieved"][i, k]) < 1e-12
 
 
 def test_no_stock_cvar_greedy_is_worse_somewhere(exact_random):
@@ -192,21 +205,38 @@ def test_no_stock_cvar_greedy_is_worse_somewhere(exact_random):
     assert np.sum(naive_cvar < stock_cvar - 1e-3) >= 1
 
 
+def _achievable_returns(mdp, horizon):
+    """Every return some action sequence gets in a deterministic sparse MDP (forward sets)."""
+    succ, rew, term = (np.asarray(x) for x in (mdp.successors, mdp.successor_rewards, mdp.terminal))
+    frontier, done = {(int(np.argmax(np.asarray(mdp.initial))), 0.0)}, set()
+    for _ in range(horizon):
+        nxt = set()
+        for s, g in frontier:
+            for a in range(succ.shape[1]):
+                s2, g2 = int(succ[s, a, 0]), g + float(rew[s, a, 0])
+                (done if term[s2] else nxt).add((s2, g2))
+        frontier = nxt
+    return sorted({g for _, g in frontier | done})
+
+
 def test_grid_generates_every_achievable_return():
-    """The 4x4 grid of ddp.md: exact DVI with f = -|x|, c_0 = -target, gives a policy
-    whose return is exactly the target, for every integer target in [-13, 26]."""
+    """The 4x4 grid of ddp.md: exact DVI with f = -|x| and c_0 = -target returns exactly
+    the target whenever some action sequence can, and otherwise the closest achievable
+    return, for every integer target in [-20, 30] (from one DVI over the stock grid)."""
     mdp = ddp_grid()
     horizon = 16
-    grid = T.exact_grid(mdp, horizon)
-    obj = O.target(0.0)  # the stock grid holds every c_0 = -target at once
-    result, _, _ = T.solve(mdp, obj, grid, 1.0, horizon=horizon, exact=True)
+    grid = T.exact_grid(mdp, horizon, c0_range=(-30.0, 20.0))
+    result, _, _ = T.solve(mdp, O.target(0.0), grid, 1.0, horizon=horizon, exact=True)
     nu = jax.jit(T.evaluate_policy, static_argnames="horizon")(mdp, result.policy, grid, 1.0, horizon=horizon)
-    for target in range(-13, 27):
+    achievable = np.array(_achievable_returns(mdp, horizon))
+    atoms = np.asarray(grid.atoms)
+    assert 26.0 in achievable and 25.0 not in achievable  # odd returns above 15 need too many steps
+    for target in range(-20, 31):
         p = np.asarray(T.start_distribution(mdp, nu, grid, -float(target)))
-        assert p[np.asarray(grid.atoms) == target].item() == pytest.approx(1.0, abs=1e-6), target
-    # 27 is out of reach: 3 steps to the +2 cell, then 13 more steps there give 26.
-    p = np.asarray(T.start_distribution(mdp, nu, grid, -27.0))
-    assert p @ np.asarray(grid.atoms) == pytest.approx(26.0, abs=1e-5)
+        gap = np.min(np.abs(achievable - target))
+        assert p @ np.abs(atoms - target) == pytest.approx(gap, abs=1e-5), target
+        if gap == 0:
+            assert p[atoms == target].item() == pytest.approx(1.0, abs=1e-6), target
 
 
 # --------------------------------------------------------------------------------------
@@ -304,7 +334,7 @@ def test_tabular_envs_conform(name):
     obs, state = env.reset(jax.random.key(0), params)
     assert obs.shape == env.observation_space(params).shape
     step = jax.jit(env.step)
-    for i in range(5):
+    for i in range(3):
         a = env.action_space(params).sample(jax.random.key(i))
         obs, state, r, term, trunc, info = step(jax.random.key(10 + i), state, a, params)
         assert obs.shape == (env.num_states,) and r.shape == () and "final_obs" in info
@@ -316,7 +346,7 @@ def test_env_matches_mdp_outcomes():
     env, params = ENVS["rlx/ddp-grid-bernoulli"]()
     mdp = params.mdp
     state = env.reset(jax.random.key(0), params)[1].replace(state=jnp.asarray(2, jnp.int32))  # (0, 2)
-    keys = jax.random.split(jax.random.key(1), 4000)
+    keys = jax.random.split(jax.random.key(1), 2000)
     _, _, r, _, _, info = jax.vmap(lambda k: env.step(k, state, 3, params))(keys)  # move right
     assert set(np.unique(np.asarray(info["state"]))) == {3}
     assert abs(float(np.mean(np.asarray(r) == 4.0)) - 0.5) < 0.04

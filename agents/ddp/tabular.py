@@ -7,11 +7,11 @@ Representation: for every state s, grid stock `c_j` and first action a, a catego
 return distribution over fixed atoms, `eta[s, j, a, m]` (`[S, J, A, M]`). The stock
 lives on a uniform grid `stocks: [J]`; a next stock `(c_j + r) / gamma` is clipped to the
 grid and split between its two neighbouring grid stocks with linear-interpolation
-weights. So the grid problem is itself a finite MDP over (s, j) whose stock moves
-stochastically to a neighbour with the right mean; DVI, DPI and policy evaluation are
-exact for it, and it equals the true problem when no interpolation or clipping happens
-(the **exact mode**: gamma = 1, integer rewards, integer atoms and stocks), or when
-clipping happens only outside `[-G_max, -G_min]` for a hinge-type f (ddp.md, "Stock range").
+weights (the mixture of the two neighbours' distributions). This equals the true
+problem when no interpolation or clipping happens (the **exact mode**: gamma = 1,
+integer rewards, integer atoms and stocks), or when clipping happens only outside
+`[-G_max, -G_min]` for a hinge-type f (ddp.md, "Stock range"); otherwise it carries an
+interpolation (and atom-projection) error.
 
 Greedy action (note the shift by c): `pi(s, c) = argmax_a E_{Z ~ eta(s,c,a)} f(c + Z)`.
 
@@ -244,8 +244,12 @@ def backup(mdp, nu: jax.Array, grid: StockGrid, gamma) -> jax.Array:
         lo, w = _stock_neighbours(stocks, (stocks + rewards[..., None]) / gamma)  # [S, A, N, J]
         wx = w[..., None]
         at_next = (1 - wx) * nu[succ[..., None], lo] + wx * nu[succ[..., None], lo + 1]
-    proj = _projection(atoms, rewards, gamma)  # [S, A, K, M, M]
-    eta = jnp.einsum("sak,sakjm,sakmn->sjan", probs, at_next, proj)
+    # Fold the outcome probabilities into the projection matrices and contract over
+    # (outcome, atom) in one batched matmul per (s, a).
+    proj = probs[..., None, None] * _projection(atoms, rewards, gamma)  # [S, A, K, M, M]
+    S, A, K, J, M = at_next.shape
+    eta = jnp.matmul(jnp.swapaxes(at_next, 2, 3).reshape(S, A, J, K * M), proj.reshape(S, A, K * M, M))
+    eta = jnp.transpose(eta, (0, 2, 1, 3))  # [S, J, A, M]
     zero = dist.dirac(0.0, atoms)
     return jnp.where(mdp.terminal[:, None, None, None], zero, eta)
 
@@ -287,15 +291,17 @@ def dvi(mdp, objective: Objective, grid: StockGrid, gamma, horizon: int | None =
     """
     util = utilities(objective, grid)
 
-    def step(eta, _):
-        _, pi = greedy(eta, util)
+    def step(carry, _):
+        eta, pi = carry
         eta = backup(mdp, _select(eta, pi), grid, gamma)
-        return eta, (greedy(eta, util)[1] if horizon is not None else None)
+        pi = greedy(eta, util)[1]
+        return (eta, pi), (pi if horizon is not None else None)
 
     n = horizon if horizon is not None else num_iterations
     if n is None:
         raise ValueError("dvi: give horizon=H (finite horizon) or num_iterations=n (discounted).")
-    eta, policies = jax.lax.scan(step, _initial_eta(mdp, grid), None, length=n)
+    eta0 = _initial_eta(mdp, grid)
+    (eta, _), policies = jax.lax.scan(step, (eta0, greedy(eta0, util)[1]), None, length=n)
     q, pi = greedy(eta, util)
     # Scan order is steps-to-go 1..H; time t acts with H - t steps to go.
     policy = policies[::-1] if horizon is not None else pi
@@ -375,9 +381,12 @@ def dpi(mdp, objective: Objective, grid: StockGrid, gamma, horizon: int | None =
 
     Returns `(policy, values)` with `values: [num_policy_iterations + 1, S, J]`, the
     objective `E f(c_j + G^pi)` from each (s, c_j) of the policy before each
-    improvement (and after the last). Improvement is monotone (the grid problem is an
-    MDP over (s, c) with terminal payoff f), and the finite-horizon version reaches
-    the DVI optimum after at most H improvements.
+    improvement (and after the last). Improvement is monotone whenever the grid problem
+    is exact: in the exact mode (there it is an MDP over (s, c, t) with terminal payoff
+    f, and the finite-horizon version reaches the DVI optimum after at most H
+    improvements), and e.g. for gamma = 1/2 with integer rewards, a stock grid whose
+    points map onto grid points, and f piecewise linear with kinks on the atoms. With
+    stock interpolation it is monotone only up to the interpolation error.
     """
     util = utilities(objective, grid)
     S, A, J = mdp.num_states, mdp.num_actions, grid.num_stocks
@@ -417,11 +426,12 @@ def dvi_without_stock(mdp, risk, grid: StockGrid, gamma, horizon: int):
 
     `pi_t(s) = argmax_a risk(Z_t(s, a))` with `Z_t(s, a) = law(R + gamma Z_{t+1}(S',
     pi_{t+1}(S')))` — e.g. `risk = lambda z, p: cvar(z, p, tau)`: the naive, time-
-    inconsistent CVaR-greedy agent of ddp.md. Runs DVI on a one-point stock grid at 0
-    (for gamma = 1 the stock plays no role in the backup's atoms), so `grid.stocks` is
-    ignored. Returns `(policy [H, S], eta [S, A, M])`.
+    inconsistent CVaR-greedy agent of ddp.md. `grid.stocks` is ignored. Returns `(policy [H, S], eta [S, A, M])`; with `risk = mean` it is
+    risk-neutral DP.
     """
-    single = StockGrid(atoms=grid.atoms, stocks=jnp.zeros((2,), grid.atoms.dtype))
+    # Two grid stocks holding identical copies (the rule ignores the stock); two because
+    # interpolation needs a nonzero spacing.
+    single = StockGrid(atoms=grid.atoms, stocks=jnp.arange(2, dtype=grid.atoms.dtype))
 
     def pick(eta):  # eta: [S, J, A, M] with J = 2 identical copies
         scores = jax.vmap(jax.vmap(lambda p: risk(grid.atoms, p)))(eta[:, 0])
