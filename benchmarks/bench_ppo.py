@@ -1,0 +1,161 @@
+"""PPO throughput and time-to-threshold, rlx against its peers in the same process.
+
+    python benchmarks/bench_ppo.py cartpole   # rlx vs rejax (if installed), 1 and 8 seeds
+    python benchmarks/bench_ppo.py brax       # rlx vs brax.training on brax inverted_pendulum
+
+Prints a markdown table and writes benchmarks/results/ppo_<suite>.json. Numbers are
+env steps per second, excluding and including compile; "to 475" is the wall time
+(compile included) until the population's mean return first reaches the threshold,
+interpolated from per-update metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count() or 1}")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def row(system, setting, compile_s, run_s, steps, curve_steps=None, curve_returns=None, threshold=None, final=None):
+    """One table row; `curve_*` give the mean return against env steps (per member)."""
+    out = dict(system=system, setting=setting, compile_s=compile_s, run_s=run_s, steps=steps,
+               sps=steps / run_s, sps_incl=steps / (run_s + compile_s), final_return=final)  # fmt: skip
+    if curve_returns is not None and threshold is not None:
+        hit = np.flatnonzero(np.asarray(curve_returns) >= threshold)
+        if hit.size:
+            frac = float(curve_steps[hit[0]]) / float(curve_steps[-1])
+            out["time_to_threshold_s"] = compile_s + frac * run_s
+            out["steps_to_threshold"] = float(curve_steps[hit[0]])
+    return out
+
+
+# -- rlx ---------------------------------------------------------------------------------
+def rlx_ppo(env_name, cfg, seeds, threshold, env_kwargs=None):
+    from rlx import envs
+    from rlx.agents import ppo
+    from rlx.population import default_devices, make_population
+    from rlx.train import Runner
+
+    env, params = envs.make(env_name, **(env_kwargs or {}))
+    agent = ppo.make_agent(env, cfg)
+    pop = make_population(cfg, seeds=seeds)
+    runner = Runner(agent, pop, params, None, chunk_updates=cfg.num_updates, devices=default_devices(seeds), progress=False)
+    res = runner.run()
+    t = res.timings
+    ret = np.nanmean(res.metrics["episode_return"], 0)
+    steps = res.metrics["env_steps"][0]
+    final = float(np.nanmean(res.metrics["episode_return"][:, -max(1, ret.size // 20):]))
+    return row("rlx", f"{env_name}, {seeds} seed(s), {runner.devices} device(s)", t["compile_s"] + t["init_s"],
+               t["run_s"], seeds * cfg.total_steps, steps, ret, threshold, final)  # fmt: skip
+
+
+# -- rejax ---------------------------------------------------------------------------------
+def rejax_ppo_cartpole(seeds, total_steps, threshold):
+    try:
+        from rejax import PPO
+    except Exception as err:  # not installed, or broken against this jax
+        return {"system": "rejax", "setting": f"CartPole, {seeds} seed(s)", "error": f"{type(err).__name__}: {err}"}
+    import gymnax
+    from gymnax.wrappers.compat import LegacyStepAPIWrapper
+
+    env, params = gymnax.make("CartPole-v1")
+    # rejax 0.1.3 unpacks gymnax's old five-value step: gymnax ships this adapter for it.
+    algo = PPO.create(env=LegacyStepAPIWrapper(env), env_params=params, num_envs=4, num_steps=128, num_epochs=4,
+                      num_minibatches=4, learning_rate=2.5e-4, gamma=0.99, gae_lambda=0.95, clip_eps=0.2,
+                      ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5, total_timesteps=total_steps,
+                      eval_freq=total_steps // 20, skip_initial_evaluation=True)  # fmt: skip
+    train = jax.jit(jax.vmap(algo.train))
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    t0 = time.perf_counter()
+    compiled = train.lower(keys).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, evaluation = compiled(keys)
+    jax.block_until_ready(evaluation)
+    run_s = time.perf_counter() - t0
+    returns = np.asarray(evaluation[1]).mean(axis=(0, 2))  # [evals]: mean over seeds and eval episodes
+    curve_steps = np.linspace(total_steps / returns.size, total_steps, returns.size)
+    return row("rejax 0.1.3", f"CartPole, {seeds} seed(s), 1 device", compile_s, run_s, seeds * total_steps,
+               curve_steps, returns, threshold, float(returns[-1]))  # fmt: skip
+
+
+# -- brax.training -------------------------------------------------------------------------
+def brax_ppo_inverted_pendulum(total_steps, threshold):
+    import functools
+
+    from brax import envs as brax_envs
+    from brax.training.agents.ppo import train as brax_ppo
+
+    env = brax_envs.get_environment("inverted_pendulum", backend="generalized")
+    progress = []
+    train_fn = functools.partial(
+        brax_ppo.train, num_timesteps=total_steps, num_evals=11, reward_scaling=10, episode_length=1000,
+        normalize_observations=True, action_repeat=1, unroll_length=5, num_minibatches=32,
+        num_updates_per_batch=4, discounting=0.97, learning_rate=3e-4, entropy_cost=1e-2, num_envs=2048,
+        batch_size=1024, seed=1,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    times = []
+
+    def on_progress(step, metrics):
+        times.append(time.perf_counter() - t0)
+        progress.append((step, float(metrics["eval/episode_reward"])))
+
+    train_fn(environment=env, progress_fn=on_progress)
+    total = time.perf_counter() - t0
+    # brax compiles inside train(); its first progress call comes after the initial eval,
+    # so we report the wall time to the first call as its compile-and-setup time.
+    setup = times[0] if times else 0.0
+    steps = np.asarray([s for s, _ in progress], float)
+    rets = np.asarray([r for _, r in progress])
+    out = row("brax.training 0.14.2", "inverted_pendulum generalized, 2048 envs", setup, total - setup, total_steps,
+              steps, rets, threshold, float(rets[-1]))  # fmt: skip
+    out["note"] = "includes brax's periodic evaluation; compile = time to its first progress report"
+    return out
+
+
+def table(rows, peer_of=None):
+    lines = ["| system | setting | compile s | env-steps/s | incl. compile | time to threshold s | final return |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['system']} | {r['setting']} | – | – | – | – | not run: {r['error'][:80]} |")
+            continue
+        ttt = f"{r['time_to_threshold_s']:.1f}" if "time_to_threshold_s" in r else "not reached"
+        lines.append(f"| {r['system']} | {r['setting']} | {r['compile_s']:.1f} | {r['sps']:,.0f} | {r['sps_incl']:,.0f} "
+                     f"| {ttt} | {r['final_return']:.1f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(suite: str) -> list[dict]:
+    from rlx.agents import ppo
+
+    rows = []
+    if suite == "cartpole":
+        cfg = ppo.PPOConfig()
+        for seeds in (1, 8):
+            rows.append(rlx_ppo("gymnax/CartPole-v1", cfg, seeds, 475))
+            rows.append(rejax_ppo_cartpole(seeds, cfg.total_steps, 475))
+    elif suite == "brax":
+        rows.append(rlx_ppo("brax/inverted_pendulum", ppo.brax_config(total_steps=1_000_000), 1, 900,
+                            {"backend": "generalized"}))  # fmt: skip
+        rows.append(brax_ppo_inverted_pendulum(1_000_000, 900))
+    else:
+        raise SystemExit(f"unknown suite {suite!r}: accepted values are cartpole, brax")
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, f"ppo_{suite}.json"), "w") as f:
+        json.dump({"rows": rows, "jax": jax.__version__, "devices": [str(d) for d in jax.devices()]}, f, indent=2)
+    print(table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "cartpole")
