@@ -21,6 +21,10 @@ from typing import Any
 # algorithm name -> (module, config class, presets {name: factory or None for the default})
 ALGORITHMS: dict[str, tuple[str, str, dict[str, str | None]]] = {
     "ppo": ("rlx.agents.ppo", "PPOConfig", {"default": None, "brax": "brax_config"}),
+    "sac": ("rlx.agents.sac", "SACConfig", {"default": None, "brax": "brax_config"}),
+    "dqn": ("rlx.agents.dqn", "DQNConfig", {"default": None}),
+    "c51": ("rlx.agents.dqn", "C51Config", {"default": None}),
+    "qrdqn": ("rlx.agents.dqn", "QRDQNConfig", {"default": None}),
 }
 
 
@@ -74,6 +78,7 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
         s.add_argument("--chunks", type=int, default=20, help="jitted chunks between which metrics, checkpoints and progress happen")
         s.add_argument("--population-mode", default="auto", choices=("auto", "vmap", "map"), help="how members share a device")
         s.add_argument("--eval-episodes", type=int, default=16, help="deterministic evaluation episodes per member at the end (0: skip)")
+        s.add_argument("--eval-every", type=int, default=0, help="evaluate every N chunks into the eval_return column (0: only at the end); use it for long episodes, where few training episodes finish")
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
         if config_cls is not None:
             from rlx.config import describe
@@ -217,6 +222,7 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
     runner = Runner(
         agent, pop, env_params, out_dir, chunk_updates=chunk_updates, devices=n_dev,
         progress=not args.no_progress, population_mode=population_mode, description=f"{args.algo} {env_name}",
+        eval_env=env, eval_episodes=max(1, args.eval_episodes), eval_every=args.eval_every,
     )  # fmt: skip
     result = runner.run(resume=spec is not None)
     summary = _finish(args, agent, env, env_params, pop, result, out_dir, env_name)
@@ -253,6 +259,11 @@ def _finish(args, agent, env, env_params, pop, result, out_dir, env_name) -> dic
     swept = [k for k in pop.members[0] if k not in ("member", "seed")]
     groups = [", ".join(f"{k}={m[k]}" for k in swept) for m in pop.members] if swept else None
     learning_curve(os.path.join(out_dir, "learning_curve.png"), x, y, groups, title=f"{args.algo} on {env_name}")
+    if "eval_return" in data and np.isfinite(data["eval_return"]).any():
+        ye = np.stack([data["eval_return"][data["member"] == m] for m in members])
+        keep = np.isfinite(ye).all(0)
+        learning_curve(os.path.join(out_dir, "eval_curve.png"), x[:, keep], ye[:, keep], groups,
+                       title=f"{args.algo} on {env_name}: deterministic evaluation", ylabel="evaluation return")
     with np.errstate(all="ignore"):
         final = np.nanmean(y[:, -max(1, y.shape[1] // 20):], 1)
     summary["final_train_return"] = final.tolist()

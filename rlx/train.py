@@ -128,6 +128,9 @@ class Runner:
         description: str = "train",
         population_mode: str = "auto",
         on_chunk: Callable[[int, dict], None] | None = None,
+        eval_env: Any = None,
+        eval_episodes: int = 16,
+        eval_every: int = 0,
     ):
         from rlx import population as pop_lib
 
@@ -154,6 +157,11 @@ class Runner:
             )
         self.population_mode = resolve_population_mode(population_mode)
         self.on_chunk = on_chunk  # called as on_chunk(updates_done, metrics) after each saved chunk
+        if eval_every and eval_env is None:
+            raise ValueError("eval_every needs eval_env: the (unwrapped) env to evaluate the policy on.")
+        if eval_every < 0 or eval_episodes < 1:
+            raise ValueError(f"eval_every = {eval_every} must be >= 0 and eval_episodes = {eval_episodes} >= 1.")
+        self.eval_env, self.eval_episodes, self.eval_every = eval_env, eval_episodes, eval_every
         self._compiled: dict[int, Any] = {}
 
     # -- compiled pieces -------------------------------------------------------------
@@ -174,6 +182,32 @@ class Runner:
             donate_argnums=0,
             out_shardings=self.sharding,
         )
+
+    def _eval_fn(self):
+        """Mean deterministic return per member, `[P]` (or `[P, d]`), for a population state."""
+        from rlx.evaluation import evaluate
+
+        agent, env, n = self.agent, self.eval_env, self.eval_episodes
+
+        def one(state, cfg, env_params, key):
+            params = agent.policy_params(state)
+            return evaluate(agent, params, cfg, env, env_params, key, n)["return"].mean(0)
+
+        return jax.jit(jax.vmap(one, (0, 0, None, None)))
+
+    def _maybe_evaluate(self, state, cfg, done: int, k: int, chunk_index: int) -> np.ndarray:
+        """`[P, k]` (or `[P, k, d]`): NaN except the chunk's last update on evaluation chunks.
+        The column exists on every chunk so the CSV header is fixed from the first one."""
+        if not hasattr(self, "_evaluate"):
+            self._evaluate = self._eval_fn()
+            d = getattr(self.eval_env, "reward_dim", None)
+            self._eval_shape = (d,) if d else ()
+        size = len(self.pop.members)
+        col = np.full((size, k) + self._eval_shape, np.nan, np.float32)
+        if chunk_index % self.eval_every == 0 or done + k == self.num_updates:
+            key = jax.random.fold_in(jax.random.key(10_007), done + k)
+            col[:, -1] = np.asarray(self._evaluate(state, cfg, self.env_params, key))
+        return col
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunResult:
@@ -219,6 +253,8 @@ class Runner:
                 metrics = jax.device_get(metrics)
                 timings["run_s"] += time.perf_counter() - t
                 self._check_finite(metrics, done)
+                if self.eval_every:
+                    metrics["eval_return"] = self._maybe_evaluate(state, cfg, done, k, len(chunks) + 1)
                 if csv is not None:
                     csv.append(metrics, self.pop.members, done)
                 done += k

@@ -17,7 +17,7 @@ TINY = ["--num-envs", "4", "--num-steps", "16", "--total-steps", "384", "--num-m
 def test_train_writes_every_output_and_resumes(tmp_path):
     out = str(tmp_path / "run")
     args = ["train", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", "2", "--out", out, "--chunks", "3",
-            "--no-progress", "--eval-episodes", "2", "--set", "lr=1e-3"] + TINY  # fmt: skip
+            "--no-progress", "--eval-episodes", "2", "--eval-every", "2", "--set", "lr=1e-3"] + TINY  # fmt: skip
     assert cli.main(args) == 0
     for name in ("config.json", "versions.json", "metrics.csv", "learning_curve.png", "summary.json"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
@@ -29,6 +29,12 @@ def test_train_writes_every_output_and_resumes(tmp_path):
     assert {"seed", "env_steps", "episode_return", "update", "loss"} <= set(m)
     assert len(m["update"]) == 2 * 6 and sorted(set(m["seed"])) == [0.0, 1.0]
     assert len(json.load(open(os.path.join(out, "summary.json")))["eval_return"]) == 2
+    # evaluation after chunks 2 and 3 (the last) of 3 chunks of 2 updates: rows 3 and 5 per member
+    evaluated = np.flatnonzero(np.isfinite(m["eval_return"]))
+    for member in (0, 1):
+        rows = evaluated[m["member"][evaluated] == member]
+        np.testing.assert_array_equal(np.sort(m["update"][rows]), [3, 5])
+    assert np.all(m["eval_return"][evaluated] >= 1) and os.path.exists(os.path.join(out, "eval_curve.png"))
     # Resuming a finished run runs nothing more and keeps every row.
     assert cli.main(["train", "--resume", out, "--no-progress", "--eval-episodes", "0"]) == 0
     assert len(read_metrics(os.path.join(out, "metrics.csv"))["update"]) == 12
