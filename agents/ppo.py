@@ -172,16 +172,19 @@ def make_agent(env: Any, cfg: PPOConfig) -> Agent:
         squashed, u = D.tanh_gaussian_sample(key, mean, log_std)
         return u, low + (squashed + 1.0) * 0.5 * (high - low), D.tanh_gaussian_log_prob(mean, log_std, u)
 
-    def log_prob_and_entropy(actor_params, obs, raw_action):
+    def log_prob_and_entropy(actor_params, obs, raw_action, noise):
         out = actor.apply(actor_params, obs, 1)
         if dist == "categorical":
             return D.categorical_log_prob(out, raw_action), D.categorical_entropy(out)
         mean, log_std = out
-        # For tanh_gaussian the tanh Jacobian cancels in the ratio; the entropy bonus
-        # uses the pre-squash Gaussian's entropy, a standard closed-form proxy.
         if dist == "gaussian":
             return D.gaussian_log_prob(mean, log_std, raw_action), D.gaussian_entropy(log_std)
-        return D.tanh_gaussian_log_prob(mean, log_std, raw_action), D.gaussian_entropy(log_std)
+        # The squashed distribution has no closed-form entropy: H = H_gauss + E[log|det J(u)|],
+        # estimated with one reparameterised sample u = mean + std * noise. The Gaussian
+        # entropy alone would reward ever wider scales, which tanh turns into bang-bang actions.
+        u = mean + jnp.exp(log_std) * noise
+        entropy = D.gaussian_entropy(log_std) + D.tanh_log_det_jacobian(u)
+        return D.tanh_gaussian_log_prob(mean, log_std, raw_action), entropy
 
     def observe(params: PPOParams, obs):
         return normalize(params.obs_stats, obs) if cfg.normalize_obs else obs
@@ -242,7 +245,7 @@ def make_agent(env: Any, cfg: PPOConfig) -> Agent:
         def loss_fn(actor_critic, mb):
             actor_p, critic_p = actor_critic
             obs = observe(params, mb["obs"])
-            logp, entropy = log_prob_and_entropy(actor_p, obs, mb["action"])
+            logp, entropy = log_prob_and_entropy(actor_p, obs, mb["action"], mb["noise"])
             log_ratio = logp - mb["logp"]
             ratio = jnp.exp(log_ratio)
             a = mb["adv"]
@@ -265,7 +268,11 @@ def make_agent(env: Any, cfg: PPOConfig) -> Agent:
             return loss, stats
 
         optimizer = make_optimizer(c)
-        data = dict(obs=traj.obs, action=traj.action, logp=traj.logp, adv=adv, target=targets, value=values[:-1])
+        noise = jnp.zeros(traj.logp.shape)  # only the tanh-Gaussian entropy estimate uses noise
+        if dist == "tanh_gaussian":
+            key, k_noise = jax.random.split(key)
+            noise = jax.random.normal(k_noise, traj.action.shape)
+        data = dict(obs=traj.obs, action=traj.action, logp=traj.logp, adv=adv, target=targets, value=values[:-1], noise=noise)
         data = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), data)
 
         def epoch(carry, _):
