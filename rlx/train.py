@@ -215,24 +215,27 @@ class Runner:
         from rlx.checkpoint import Checkpointer
         from rlx.logging import MetricsCSV
 
-        keys = pop_lib.shard(self.pop.keys, self.mesh)
-        cfg = pop_lib.shard(self.pop.cfg, self.mesh)
-        t0 = time.perf_counter()
-        state = self._init_fn()(keys, cfg, self.env_params)
         done = 0
-        ckpt = csv = None
+        ckpt = csv = latest = None
         if self.out_dir:
+            # Refuse to overwrite a run before compiling anything.
             os.makedirs(self.out_dir, exist_ok=True)
             ckpt = Checkpointer(os.path.join(self.out_dir, "checkpoints"))
             csv_path = os.path.join(self.out_dir, "metrics.csv")
             latest = ckpt.latest_step()
-            if resume and latest is not None:
-                state, meta = ckpt.restore(state, latest)
-                done = int(meta["updates"])
-            elif not resume and (latest is not None or os.path.exists(csv_path)):
+            if not resume and (latest is not None or os.path.exists(csv_path)):
+                ckpt.close()
                 raise FileExistsError(
                     f"{self.out_dir} already holds a run; resume it (--resume) or choose a new output directory."
                 )
+        keys = pop_lib.shard(self.pop.keys, self.mesh)
+        cfg = pop_lib.shard(self.pop.cfg, self.mesh)
+        t0 = time.perf_counter()
+        state = self._init_fn()(keys, cfg, self.env_params)
+        if self.out_dir:
+            if resume and latest is not None:
+                state, meta = ckpt.restore(state, latest)
+                done = int(meta["updates"])
             member_keys = dict.fromkeys(k for m in self.pop.members for k in m)
             csv = MetricsCSV(csv_path, list(member_keys))
             csv.truncate(done)
