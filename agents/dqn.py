@@ -83,35 +83,8 @@ class DQNConfig:
     v_max: float = traced(100.0, "c51: highest support atom")
 
     def check(self) -> None:
+        replay.check_schedule(self)
         name = type(self).__name__
-        if self.buffer_size < self.batch_size:
-            raise ValueError(
-                f"{name}.buffer_size = {self.buffer_size} is invalid: it must be >= batch_size = "
-                f"{self.batch_size} (one minibatch); raise buffer_size or lower batch_size."
-            )
-        per_update = self.num_envs * self.rollout_steps
-        if self.buffer_size < per_update:
-            raise ValueError(
-                f"{name}.buffer_size = {self.buffer_size} is invalid: it must be >= num_envs*rollout_steps "
-                f"= {per_update} (the transitions added by one update)."
-            )
-        grad = self.utd * per_update
-        if abs(grad - round(grad)) > 1e-9 or round(grad) < 1:
-            ok = sorted({k / per_update for k in range(1, 9)})
-            raise ValueError(
-                f"{name}.utd = {self.utd} is invalid: utd*num_envs*rollout_steps = {grad} must be a whole "
-                f"number of gradient steps >= 1; accepted values include {[round(v, 6) for v in ok]}."
-            )
-        if self.learning_starts % self.num_envs:
-            raise ValueError(
-                f"{name}.learning_starts = {self.learning_starts} is invalid: it must be a multiple of "
-                f"num_envs = {self.num_envs} (every env takes the same warm-up steps)."
-            )
-        if self.total_steps < self.learning_starts + per_update:
-            raise ValueError(
-                f"{name}.total_steps = {self.total_steps} is invalid: it must be >= learning_starts + "
-                f"num_envs*rollout_steps = {self.learning_starts + per_update} (warm-up and one update)."
-            )
         lo, hi = _concrete(self.v_min), _concrete(self.v_max)
         if lo is not None and hi is not None and np.any(lo >= hi):
             raise ValueError(f"{name}.v_min = {self.v_min} is invalid: it must be < v_max = {self.v_max}.")

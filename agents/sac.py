@@ -66,34 +66,7 @@ class SACConfig:
     reward_scale: float = traced(1.0, "rewards are multiplied by this", gt=0)
 
     def check(self) -> None:
-        if self.buffer_size < self.batch_size:
-            raise ValueError(
-                f"SACConfig.buffer_size = {self.buffer_size} is invalid: it must be >= batch_size = "
-                f"{self.batch_size} (one minibatch); raise buffer_size or lower batch_size."
-            )
-        per_update = self.num_envs * self.rollout_steps
-        if self.buffer_size < per_update:
-            raise ValueError(
-                f"SACConfig.buffer_size = {self.buffer_size} is invalid: it must be >= num_envs*rollout_steps "
-                f"= {per_update} (the transitions added by one update)."
-            )
-        grad = self.utd * per_update
-        if abs(grad - round(grad)) > 1e-9 or round(grad) < 1:
-            ok = sorted({k / per_update for k in range(1, 9)})
-            raise ValueError(
-                f"SACConfig.utd = {self.utd} is invalid: utd*num_envs*rollout_steps = {grad} must be a whole "
-                f"number of gradient steps >= 1; accepted values include {[round(v, 6) for v in ok]}."
-            )
-        if self.learning_starts % self.num_envs:
-            raise ValueError(
-                f"SACConfig.learning_starts = {self.learning_starts} is invalid: it must be a multiple of "
-                f"num_envs = {self.num_envs} (every env takes the same warm-up steps)."
-            )
-        if self.total_steps < self.learning_starts + per_update:
-            raise ValueError(
-                f"SACConfig.total_steps = {self.total_steps} is invalid: it must be >= learning_starts + "
-                f"num_envs*rollout_steps = {self.learning_starts + per_update} (warm-up and one update)."
-            )
+        replay.check_schedule(self)
 
     @property
     def steps_per_update(self) -> int:

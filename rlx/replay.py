@@ -101,3 +101,38 @@ def format_bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+def check_schedule(cfg) -> None:
+    """Checks every replay-based agent config shares: the buffer holds a minibatch and one
+    update's transitions, `utd` gives a whole number of gradient steps per update, and
+    the warm-up and budget fit whole updates. Raises a ValueError naming the field."""
+    name = type(cfg).__name__
+    if cfg.buffer_size < cfg.batch_size:
+        raise ValueError(
+            f"{name}.buffer_size = {cfg.buffer_size} is invalid: it must be >= batch_size = "
+            f"{cfg.batch_size} (one minibatch); raise buffer_size or lower batch_size."
+        )
+    per_update = cfg.num_envs * cfg.rollout_steps
+    if cfg.buffer_size < per_update:
+        raise ValueError(
+            f"{name}.buffer_size = {cfg.buffer_size} is invalid: it must be >= num_envs*rollout_steps "
+            f"= {per_update} (the transitions added by one update)."
+        )
+    grad = cfg.utd * per_update
+    if abs(grad - round(grad)) > 1e-9 or round(grad) < 1:
+        ok = sorted({k / per_update for k in range(1, 9)})
+        raise ValueError(
+            f"{name}.utd = {cfg.utd} is invalid: utd*num_envs*rollout_steps = {grad} must be a whole "
+            f"number of gradient steps >= 1; accepted values include {[round(v, 6) for v in ok]}."
+        )
+    if cfg.learning_starts % cfg.num_envs:
+        raise ValueError(
+            f"{name}.learning_starts = {cfg.learning_starts} is invalid: it must be a multiple of "
+            f"num_envs = {cfg.num_envs} (every env takes the same warm-up steps)."
+        )
+    if cfg.total_steps < cfg.learning_starts + per_update:
+        raise ValueError(
+            f"{name}.total_steps = {cfg.total_steps} is invalid: it must be >= learning_starts + "
+            f"num_envs*rollout_steps = {cfg.learning_starts + per_update} (warm-up and one update)."
+        )
