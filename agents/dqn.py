@@ -43,7 +43,7 @@ EPS_SCHEDULES = ("linear", "exponential")
 
 
 @config
-class DQNConfig:
+class DQNConfig(replay.ReplaySchedule):
     """DQN settings, tuned for gymnax CartPole-v1 at 5e5 env steps. Defaults follow
     PureJaxRL's CartPole DQN (10 envs, one gradient step per 10 env steps, batch 128,
     replay 1e4, target copied every 500 env steps), except that the learning rate is
@@ -88,19 +88,6 @@ class DQNConfig:
         lo, hi = _concrete(self.v_min), _concrete(self.v_max)
         if lo is not None and hi is not None and np.any(lo >= hi):
             raise ValueError(f"{name}.v_min = {self.v_min} is invalid: it must be < v_max = {self.v_max}.")
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.rollout_steps
-
-    @property
-    def gradient_steps(self) -> int:
-        """Gradient steps in one update."""
-        return int(round(self.utd * self.steps_per_update))
-
-    @property
-    def num_updates(self) -> int:
-        return (self.total_steps - self.learning_starts) // self.steps_per_update
 
 
 @config

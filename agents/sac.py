@@ -39,7 +39,7 @@ from rlx.types import Agent
 
 
 @config
-class SACConfig:
+class SACConfig(replay.ReplaySchedule):
     """SAC settings. Defaults are for gymnax Pendulum-v1 (one env, one gradient step per
     env step, batch 256, as in the SAC paper); see `brax_config` for many envs."""
 
@@ -65,21 +65,6 @@ class SACConfig:
     target_entropy_scale: float = traced(1.0, "target entropy is -scale·dim(A)")
     reward_scale: float = traced(1.0, "rewards are multiplied by this", gt=0)
 
-    def check(self) -> None:
-        replay.check_schedule(self)
-
-    @property
-    def steps_per_update(self) -> int:
-        return self.num_envs * self.rollout_steps
-
-    @property
-    def gradient_steps(self) -> int:
-        """Gradient steps in one update."""
-        return int(round(self.utd * self.steps_per_update))
-
-    @property
-    def num_updates(self) -> int:
-        return (self.total_steps - self.learning_starts) // self.steps_per_update
 
 
 def brax_config(**overrides: Any) -> SACConfig:

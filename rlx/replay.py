@@ -136,3 +136,25 @@ def check_schedule(cfg) -> None:
             f"{name}.total_steps = {cfg.total_steps} is invalid: it must be >= learning_starts + "
             f"num_envs*rollout_steps = {cfg.learning_starts + per_update} (warm-up and one update)."
         )
+
+
+class ReplaySchedule:
+    """Mixin for replay-based agent configs with fields num_envs, rollout_steps, utd,
+    total_steps, learning_starts, buffer_size and batch_size: the shared checks and the
+    update schedule derived from them."""
+
+    def check(self) -> None:
+        check_schedule(self)
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_envs * self.rollout_steps
+
+    @property
+    def gradient_steps(self) -> int:
+        """Gradient steps in one update."""
+        return int(round(self.utd * self.steps_per_update))
+
+    @property
+    def num_updates(self) -> int:
+        return (self.total_steps - self.learning_starts) // self.steps_per_update

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -16,23 +15,11 @@ from rlx.agents import dqn
 from rlx.evaluation import evaluate
 from rlx.population import make_population
 from rlx.train import Runner, make_train
+from rlx.testing import count_compiles
 
 B, A, M = 16, 3, 11
 
 
-@contextlib.contextmanager
-def count_compiles():
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if "backend_compile" in event:
-            events.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def random_batch(seed):

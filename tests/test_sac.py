@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import jax
@@ -15,6 +14,7 @@ from rlx.evaluation import evaluate
 from rlx.population import make_population
 from rlx.logging import MetricsCSV, read_metrics
 from rlx.train import Runner, make_train
+from rlx.testing import count_compiles
 
 # Tiny: 64 warm-up steps, then 16 updates of 2 envs x 2 steps with 2 gradient steps each;
 # the buffer (96) is smaller than the run (128 transitions), so it wraps around.
@@ -26,20 +26,6 @@ UPDATES = 16
 CHUNK = 4
 
 
-@contextlib.contextmanager
-def count_compiles():
-    """Counts XLA compilations while the block runs."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if "backend_compile" in event:
-            events.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.fixture(scope="module")

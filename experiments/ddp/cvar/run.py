@@ -12,7 +12,6 @@ A deep agent adds an entry later. CVaR of every law is computed exactly.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 
@@ -24,6 +23,7 @@ from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import tabular as T
 from rlx.envs.tabular import risky_grid
 from rlx.envs.tabular.grids import RISKY_GRID
+from rlx.experiments import main
 
 META = dict(
     name="ddp-cvar",
@@ -160,8 +160,4 @@ def _plot(table, maps, path):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scale", default="smoke", choices=list(SCALES))
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    print(run(args.scale, args.out))
+    main(run, SCALES, __doc__)

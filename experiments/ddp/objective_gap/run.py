@@ -11,7 +11,6 @@ policy against n, next to the bound `2 L gamma^n R_max / (1 - gamma)`.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 
@@ -23,6 +22,7 @@ from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import oracle
 from rlx.agents.ddp import tabular as T
 from rlx.envs.tabular import random_mdp
+from rlx.experiments import main
 
 META = dict(
     name="ddp-objective-gap",
@@ -181,8 +181,4 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scale", default="smoke", choices=list(SCALES))
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    print(run(args.scale, args.out))
+    main(run, SCALES, __doc__)

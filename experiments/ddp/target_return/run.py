@@ -10,7 +10,6 @@ target-blind DQN baseline plug in there later and appear as extra curves.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 
@@ -20,6 +19,7 @@ import numpy as np
 from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import tabular as T
 from rlx.envs.tabular import ddp_grid
+from rlx.experiments import main
 
 META = dict(
     name="ddp-target-return",
@@ -127,8 +127,4 @@ def _plot(curves, targets, path):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--scale", default="smoke", choices=list(SCALES))
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    print(run(args.scale, args.out))
+    main(run, SCALES, __doc__)
