@@ -28,6 +28,7 @@ from rlx.running_stats import RunningStats, init_stats, normalize, update_stats
 from rlx.types import Agent
 
 ACTION_DISTS = ("auto", "categorical", "gaussian", "tanh_gaussian")
+DRIFTS = ("ppo", "dpo", "lpo", "lpo_ppo_init", "ta_lpo", "ta_lpo_ppo_init")  # see rlx.agents.meta.drifts
 
 
 @config
@@ -61,8 +62,13 @@ class PPOConfig:
     vf_clip_eps: float = traced(0.2, "value clip (with clip_value)", gt=0)
     max_grad_norm: float = traced(0.5, "global gradient-norm clip", gt=0)
     reward_scale: float = traced(1.0, "rewards are multiplied by this", gt=0)
+    drift: str = static("ppo", "policy drift D(r, A) (rlx.agents.meta.drifts)", choices=DRIFTS)
+    drift_params: Any = traced(None, "drift parameters, a pytree (rlx.agents.meta.drifts.init_params); None for ppo")
 
     def check(self) -> None:
+        from rlx.agents.meta.drifts import check_params
+
+        check_params(self.drift, self.drift_params, "PPOConfig.drift_params")
         batch = self.num_envs * self.num_steps
         if batch % self.num_minibatches:
             divisors = [d for d in range(1, min(batch, 64) + 1) if batch % d == 0]
@@ -132,6 +138,8 @@ def ppo_drift(ratio: jax.Array, adv: jax.Array, clip_eps: jax.Array) -> jax.Arra
 
 def make_agent(env: Any, cfg: PPOConfig) -> Agent:
     """Build PPO for `env`; the returned functions close over `cfg`'s static fields."""
+    from rlx.agents.meta.drifts import drift as meta_drift
+
     env = EpisodeStats(env)
     obs_space = env.observation_space(env.default_params)
     act_space = env.action_space(env.default_params)
@@ -242,6 +250,9 @@ def make_agent(env: Any, cfg: PPOConfig) -> Agent:
             traj.reward, values[:-1], next_values, traj.terminated, traj.done, c.gamma, c.gae_lambda
         )
 
+        # Training progress n/N, the extra input of temporally-aware drifts.
+        progress = state.update_step.astype(jnp.float32) / num_updates
+
         def loss_fn(actor_critic, mb):
             actor_p, critic_p = actor_critic
             obs = observe(params, mb["obs"])
@@ -251,7 +262,11 @@ def make_agent(env: Any, cfg: PPOConfig) -> Agent:
             a = mb["adv"]
             if cfg.normalize_advantages:
                 a = (a - a.mean()) / (a.std() + 1e-8)
-            policy_loss = -jnp.mean(ratio * a - ppo_drift(ratio, a, c.clip_eps))
+            if cfg.drift == "ppo":
+                drift = ppo_drift(ratio, a, c.clip_eps)
+            else:
+                drift = meta_drift(cfg.drift, c.drift_params, ratio, a, c.clip_eps, progress)
+            policy_loss = -jnp.mean(ratio * a - drift)
             v = critic.apply(critic_p, obs, 1)
             value_loss = 0.5 * (v - mb["target"]) ** 2
             if cfg.clip_value:
