@@ -136,8 +136,20 @@ def ppo_drift(ratio: jax.Array, adv: jax.Array, clip_eps: jax.Array) -> jax.Arra
     return jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)) * adv)
 
 
-def make_agent(env: Any, cfg: PPOConfig) -> Agent:
-    """Build PPO for `env`; the returned functions close over `cfg`'s static fields."""
+def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
+    """Build PPO for `env`; the returned functions close over `cfg`'s static fields.
+
+    For a vector-reward env (`env.reward_dim = d`), pass `scalarize(adv, c) -> [T, B]`,
+    which maps per-objective advantages `adv: [T, B, d]` to the scalar advantage the
+    policy learns from; the critic then has one value head per objective and GAE runs
+    per objective (`rlx.agents.morl.moppo` builds on this).
+    """
+    reward_dim = getattr(env, "reward_dim", None)
+    if bool(reward_dim) != (scalarize is not None):
+        raise ValueError(
+            f"{getattr(env, 'name', env)} has reward_dim={reward_dim}: PPO needs `scalarize` exactly "
+            "when rewards are vectors (use rlx.agents.morl.moppo for multi-objective envs)."
+        )
     from rlx.agents.meta.drifts import drift as meta_drift
 
     env = EpisodeStats(env)
@@ -159,7 +171,7 @@ def make_agent(env: Any, cfg: PPOConfig) -> Agent:
         actor = GaussianActor(
             act_space.shape[0], cfg.hidden, cfg.activation, cfg.state_dependent_std, cfg.init_log_std
         )
-    critic = Critic(cfg.critic_hidden, cfg.activation)
+    critic = Critic(cfg.critic_hidden, cfg.activation, reward_dim=reward_dim)
     num_updates = cfg.num_updates
     steps_per_update = cfg.num_envs * cfg.num_steps
     batch_size = steps_per_update
@@ -245,10 +257,13 @@ def make_agent(env: Any, cfg: PPOConfig) -> Agent:
         all_obs = jnp.concatenate([traj.obs, last_obs[None]], 0)
         values = critic.apply(params.critic, observe(params, all_obs), 2)
         final_values = critic.apply(params.critic, observe(params, traj.final_obs), 2)
-        next_values = jnp.where(traj.done, final_values, values[1:])
-        adv, targets = gae(
-            traj.reward, values[:-1], next_values, traj.terminated, traj.done, c.gamma, c.gae_lambda
-        )
+        terminated, done = traj.terminated, traj.done
+        if scalarize is not None:  # vector rewards: the episode flags broadcast over objectives
+            terminated, done = terminated[..., None], done[..., None]
+        next_values = jnp.where(done, final_values, values[1:])
+        adv, targets = gae(traj.reward, values[:-1], next_values, terminated, done, c.gamma, c.gae_lambda)
+        if scalarize is not None:
+            adv = scalarize(adv, c)  # [T, B, d] -> [T, B]; the value targets stay per objective
 
         # Training progress n/N, the extra input of temporally-aware drifts.
         progress = state.update_step.astype(jnp.float32) / num_updates
