@@ -60,6 +60,8 @@ def _concrete(value: Any) -> np.ndarray | None:
     """The value as a numpy array if it is concrete and numeric, else None."""
     if isinstance(value, jax.core.Tracer):
         return None
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        return None  # spans processes (rlx.distributed); it was checked before it was placed
     if isinstance(value, (bool, int, float, np.ndarray, np.generic, jax.Array)):
         arr = np.asarray(value)
         return arr if arr.dtype.kind in "biuf" else None

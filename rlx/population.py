@@ -65,6 +65,13 @@ def make_population(
 def check_devices(population_size: int, num_devices: int) -> None:
     """Raise unless the population splits evenly over the devices."""
     available = len(jax.devices())
+    if jax.process_count() > 1 and (num_devices != available or population_size % available):
+        # Every process must hold members: the mesh spans all global devices.
+        raise ValueError(
+            f"population size {population_size} on devices = {num_devices} is invalid in a run over "
+            f"{jax.process_count()} processes: the population is spread over all {available} global devices "
+            f"({jax.local_device_count()} per process), so it must be a multiple of {available}."
+        )
     if num_devices < 1 or num_devices > available:
         raise ValueError(f"devices = {num_devices} is invalid: it must be between 1 and {available} (jax.devices()).")
     if population_size % num_devices:
@@ -76,7 +83,10 @@ def check_devices(population_size: int, num_devices: int) -> None:
 
 
 def default_devices(population_size: int) -> int:
-    """The most devices that divide the population evenly."""
+    """The most devices that divide the population evenly (every global device when
+    the run spans processes)."""
+    if jax.process_count() > 1:
+        return len(jax.devices())
     return math.gcd(population_size, len(jax.devices()))
 
 
@@ -90,6 +100,8 @@ def pop_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def shard(tree: Any, mesh: Mesh) -> Any:
-    """Place every leaf (leading axis P) on the mesh."""
-    sharding = pop_sharding(mesh)
-    return jax.tree.map(lambda x: jax.device_put(x, sharding), tree)
+    """Place every leaf (leading axis P) on the mesh. On a mesh over several processes
+    each process places only its own members (`rlx.distributed.put_global`)."""
+    from rlx.distributed import put_global
+
+    return put_global(tree, pop_sharding(mesh))

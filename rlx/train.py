@@ -206,13 +206,16 @@ class Runner:
         col = np.full((size, k) + self._eval_shape, np.nan, np.float32)
         if chunk_index % self.eval_every == 0 or done + k == self.num_updates:
             key = jax.random.fold_in(jax.random.key(10_007), done + k)
-            col[:, -1] = np.asarray(self._evaluate(state, cfg, self.env_params, key))
+            from rlx.distributed import to_host
+
+            col[:, -1] = to_host(self._evaluate(state, cfg, self.env_params, key))
         return col
 
     # -- the loop ----------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunResult:
         from rlx import population as pop_lib
         from rlx.checkpoint import Checkpointer
+        from rlx.distributed import is_main, to_host
         from rlx.logging import MetricsCSV
 
         done = 0
@@ -236,13 +239,14 @@ class Runner:
             if resume and latest is not None:
                 state, meta = ckpt.restore(state, latest)
                 done = int(meta["updates"])
-            member_keys = dict.fromkeys(k for m in self.pop.members for k in m)
-            csv = MetricsCSV(csv_path, list(member_keys))
-            csv.truncate(done)
+            if is_main():  # one writer when the run spans processes
+                member_keys = dict.fromkeys(k for m in self.pop.members for k in m)
+                csv = MetricsCSV(csv_path, list(member_keys))
+                csv.truncate(done)
         timings = {"init_s": time.perf_counter() - t0, "compile_s": 0.0, "run_s": 0.0}
         chunks: list[dict[str, np.ndarray]] = []
         first_update = done
-        bar = _Progress(self.progress, self.num_updates, done, self.description)
+        bar = _Progress(self.progress and is_main(), self.num_updates, done, self.description)
         try:
             while done < self.num_updates:
                 k = min(self.chunk_updates, self.num_updates - done)
@@ -253,7 +257,7 @@ class Runner:
                 compiled = self._compiled[k]
                 t = time.perf_counter()
                 state, metrics = compiled(state, cfg, self.env_params)
-                metrics = jax.device_get(metrics)
+                metrics = to_host(metrics)  # gathered from every process
                 timings["run_s"] += time.perf_counter() - t
                 self._check_finite(metrics, done)
                 if self.eval_every:

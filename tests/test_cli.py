@@ -57,7 +57,11 @@ def test_sweep_over_a_traced_field(tmp_path):
         (["train", "ppo", "--env", "gymnax/CartPole-v1", "--num-minibatches", "3"], r"num_minibatches = 3 is invalid: it must divide"),
         (["train", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", "3", "--devices", "2"], r"population size 3 is not divisible by devices = 2"),
         (["train", "ppo", "--env", "gymnax/CartPole-v1", "--set", "lr"], r"must look like KEY=VALUE"),
-        (["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--grid", "num_envs=4,8"], r"num_envs is a static field"),
+        (["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--grid", "lrr=1e-3,1e-2"], r"PPOConfig has no field 'lrr'\. Did you mean lr\?"),
+        (["sweep", "ppo,dqn", "--env", "gymnax/CartPole-v1", "--grid", "clip_eps=0.1,0.2"], r"DQNConfig has no field 'clip_eps'"),
+        (["sweep", "ppo,dqn", "--env", "gymnax/CartPole-v1", "--set", "clip_eps=0.1"], r"DQNConfig has no field 'clip_eps'"),
+        (["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--grid", "num_envs=2,0"], r"num_envs = 0 is invalid: it must be >= 1"),
+        (["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--grid", "num_envs=2,4", "--launcher-kwargs", "a=1"], r"the local launcher takes no --launcher-kwargs"),
         (["train", "--resume", "/nonexistent/run"], r"no config\.json there"),
     ],
 )
@@ -66,3 +70,66 @@ def test_bad_input_fails_fast_with_a_clear_message(args, message, tmp_path):
     with pytest.raises((SystemExit, ValueError), match=message):
         cli.main(args + ["--out", str(tmp_path / "x"), "--no-progress"])
     assert time.perf_counter() - start < 5.0, "the error must come before any compilation"
+
+
+# -- sweeps over devices and over static fields --------------------------------------------
+def test_sweep_on_8_devices_equals_1_device(tmp_path):
+    """The same sweep spread over 8 fake devices and on 1 device: identical metrics."""
+    base = ["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", "4", "--grid", "lr=1e-3,3e-3", "--no-progress",
+            "--eval-episodes", "0", "--chunks", "2"] + TINY  # fmt: skip
+    for devices in ("8", "1"):
+        assert cli.main(base + ["--out", str(tmp_path / devices), "--devices", devices]) == 0
+    eight, one = (open(tmp_path / d / "metrics.csv").read() for d in ("8", "1"))
+    assert eight == one and len(eight.splitlines()) == 1 + 8 * 6
+
+
+def test_static_grid_is_grouped_into_one_program_per_group(tmp_path):
+    """num_envs is static: two groups, each its own `rlx sweep` process over the traced grid."""
+    out = tmp_path / "static"
+    args = ["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", "1", "--grid", "num_envs=2,4",
+            "--grid", "lr=1e-3,3e-3", "--out", str(out), "--no-progress", "--eval-episodes", "0", "--chunks", "1",
+            "--num-steps", "16", "--total-steps", "128", "--num-minibatches", "1", "--update-epochs", "1"]  # fmt: skip
+    assert cli.main(args) == 0
+    groups = json.load(open(out / "sweep.json"))["groups"]
+    assert [(g["label"], g["static"], g["returncode"]) for g in groups] == [
+        ("ppo_num_envs=2", {"num_envs": "2"}, 0), ("ppo_num_envs=4", {"num_envs": "4"}, 0)]
+    m = read_metrics(str(out / "metrics.csv"))
+    for num_envs, updates in ((2, 4), (4, 2)):  # 128 steps per member: 128 / (num_envs * 16) updates
+        rows = m["num_envs"] == num_envs
+        assert rows.sum() == 2 * updates  # 2 learning rates x updates
+        np.testing.assert_array_equal(np.unique(np.diff(m["env_steps"][rows & (m["member"] == 0)])), [num_envs * 16])
+        np.testing.assert_allclose(sorted(set(m["lr"][rows])), [1e-3, 3e-3])
+        assert json.load(open(out / f"ppo_num_envs={num_envs}" / "config.json"))["config"]["num_envs"] == num_envs
+
+
+def test_static_groups_of_several_algorithms_and_tuple_values():
+    """Grouping only (nothing runs): algorithms x static values, traced grid kept per group."""
+    args, _ = cli._parser(None).parse_known_args(["sweep", "ppo,dqn", "--env", "gymnax/CartPole-v1", "--grid",
+                                                  "hidden=32,32;64", "--grid", "lr=1e-3,1e-2", "--out", "o"])  # fmt: skip
+    argv = ["sweep", "ppo,dqn", "--env", "gymnax/CartPole-v1", "--grid", "hidden=32,32;64", "--grid", "lr=1e-3,1e-2",
+            "--out", "o", "--total-steps", "20000"]  # fmt: skip
+    groups = cli._static_groups(args, argv)
+    assert [g["label"] for g in groups] == ["ppo_hidden=32-32", "ppo_hidden=64", "dqn_hidden=32-32", "dqn_hidden=64"]
+    assert groups[0]["argv"] == ["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--grid", "lr=1e-3,1e-2",
+                                 "--total-steps", "20000", "--out", os.path.join("o", "ppo_hidden=32-32"),
+                                 "--set", "hidden=32,32"]  # fmt: skip
+    # A sweep over traced fields of one algorithm stays one program in this process.
+    args, _ = cli._parser(None).parse_known_args(["sweep", "ppo", "--grid", "lr=1e-3,1e-2"])
+    assert cli._static_groups(args, ["sweep", "ppo", "--grid", "lr=1e-3,1e-2"]) is None
+
+
+@pytest.mark.parametrize("launcher, package", [("slurm", "submitit"), ("ray", "ray")])
+def test_cluster_launchers_say_what_to_install(launcher, package, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_package(name, *a, **k):
+        if name == package:
+            raise ImportError(name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_package)
+    with pytest.raises(SystemExit, match=f"--launcher {launcher} needs {package}: pip install"):
+        cli.main(["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--grid", "num_envs=2,4", "--launcher", launcher,
+                  "--out", str(tmp_path / "x")])  # fmt: skip
