@@ -4,6 +4,7 @@ PPO-init equal to PPO, drift populations through PPO's config, and the ES meta-t
 
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 
 from rlx.agents import ppo
 from rlx.agents.meta import drifts
+from rlx.agents.meta.es import ESConfig, MetaTask, MetaTrainer, final_return, load_params
+from rlx.config import config, traced
 from rlx.train import make_train
 
 from conftest import TINY_PPO
@@ -126,14 +129,15 @@ def lpo_tiny(cartpole):
     env, env_params = cartpole
     params = drifts.init_params("lpo_ppo_init", jax.random.key(0), hidden=8)
     cfg = ppo.PPOConfig(**TINY_PPO, drift="lpo_ppo_init", drift_params=params)
-    return ppo.make_agent(env, cfg), cfg, env_params
+    agent = ppo.make_agent(env, cfg)
+    return agent, cfg, env_params, jax.jit(make_train(agent, cfg))  # one compile for the file
 
 
 def test_lpo_ppo_init_zero_head_trains_like_ppo(lpo_tiny, tiny_ppo):
-    agent, cfg, env_params = lpo_tiny
+    agent, cfg, env_params, train = lpo_tiny
     zero_head = cfg.replace(drift_params={**cfg.drift_params, "w2": jnp.zeros_like(cfg.drift_params["w2"])})
     key = jax.random.key(5)
-    s_lpo, m_lpo = jax.jit(make_train(agent, cfg))(key, zero_head, env_params)
+    s_lpo, m_lpo = train(key, zero_head, env_params)
     p_agent, p_cfg, _ = tiny_ppo
     s_ppo, m_ppo = jax.jit(make_train(p_agent, p_cfg))(key, p_cfg, env_params)
     for k in m_ppo:  # bitwise: the whole training run is PPO's
@@ -141,15 +145,143 @@ def test_lpo_ppo_init_zero_head_trains_like_ppo(lpo_tiny, tiny_ppo):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), s_lpo.params, s_ppo.params)
 
 
-def test_a_population_of_drifts_vmaps_through_ppo_config(lpo_tiny):
-    agent, cfg, env_params = lpo_tiny
-    pop = jax.vmap(lambda k: drifts.init_params("lpo_ppo_init", k, hidden=8, scale=3.0))(
-        jax.random.split(jax.random.key(1), 3)
-    )
-    cfgs = jax.vmap(lambda p: cfg.replace(drift_params=p))(pop)
-    train = make_train(agent, cfg)
-    _, metrics = jax.jit(jax.vmap(train, (None, 0, None)))(jax.random.key(2), cfgs, env_params)
-    loss = np.asarray(metrics["policy_loss"])
-    assert loss.shape == (3, agent.num_updates(cfg))
-    assert np.isfinite(loss).all()
-    assert not np.allclose(loss[0], loss[1])  # different drifts give different runs
+# -- the ES meta-trainer ----------------------------------------------------------------------
+@config
+class ToyConfig:
+    """A stand-in agent config: `theta` is what ES optimises."""
+
+    theta: Any = traced(None, "the parameters being meta-learned")
+    noise: float = traced(0.01, "fitness noise scale")
+
+
+TARGET = {"a": jnp.array([1.0, -2.0, 0.5]), "b": jnp.array([[0.3]])}
+
+
+def toy_train(key, cfg, env_params):
+    """A 'training run' whose final return is -|θ - target|² plus seed noise."""
+    d = sum(jnp.sum((cfg.theta[k] - TARGET[k]) ** 2) for k in TARGET)
+    ret = -d + cfg.noise * jax.random.normal(key)
+    return None, {"episode_return": jnp.stack([ret - 1.0, ret])}
+
+
+TOY_INIT = {"a": jnp.zeros(3), "b": jnp.zeros((1, 1))}
+
+
+def toy_trainer(out_dir=None, **es_kwargs):
+    es = ESConfig(**{**dict(population_size=8, generations=6, lr=0.05, lr_decay=1.0, sigma=0.1, eval_seeds=2, devices=1), **es_kwargs})
+    task = MetaTask("toy", toy_train, ToyConfig(theta=TOY_INIT), None)
+    return MetaTrainer([task], "theta", TOY_INIT, es, out_dir=out_dir, progress=False)
+
+
+def test_es_converges_on_a_toy_quadratic():
+    result = toy_trainer(generations=120, eval_every=60).run()
+    dist = sum(float(jnp.sum((result.mean[k] - TARGET[k]) ** 2)) for k in TARGET)
+    assert dist < 1e-2, result.mean  # from 5.34 at the start
+    mf = result.history["mean_fitness"]
+    assert mf[0] < -5 and result.final_mean_fitness.mean() > -0.05
+
+
+def test_es_resume_repeats_the_uninterrupted_generations_bitwise(tmp_path):
+    full = toy_trainer(str(tmp_path / "full"), generations=6, eval_every=2).run()
+    toy_trainer(str(tmp_path / "cut"), generations=3, eval_every=2).run()  # "killed" after 3
+    resumed = toy_trainer(str(tmp_path / "cut"), generations=6, eval_every=2).run(resume=True)
+    for k in full.history:
+        if k != "seconds":
+            np.testing.assert_array_equal(full.history[k], resumed.history[k], err_msg=k)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), full.state, resumed.state)
+    saved = load_params(str(tmp_path / "cut" / "mean.npz"))
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), saved, full.mean)
+    with pytest.raises(FileExistsError):
+        toy_trainer(str(tmp_path / "cut")).run()
+    with pytest.raises(ValueError, match="different ES settings"):
+        toy_trainer(str(tmp_path / "cut"), sigma=0.2).run(resume=True)
+
+
+def test_es_bad_input_fails_before_anything_runs():
+    with pytest.raises(ValueError, match="must be even"):
+        ESConfig(population_size=7)
+    with pytest.raises(ValueError, match="must be even"):
+        ESConfig(population_size=7, antithetic=False)
+    with pytest.raises(ValueError, match="is static"):
+        MetaTrainer([MetaTask("cp", None, ppo.PPOConfig(), None)], "num_envs", jnp.zeros(()))
+    with pytest.raises(ValueError, match="no biases"):
+        lpo = ppo.PPOConfig(drift="lpo", drift_params=drifts.init_params("lpo", hidden=4))
+        biased = {**lpo.drift_params, "b1": jnp.zeros(4)}
+        MetaTrainer([MetaTask("cp", None, lpo, None)], "drift_params", biased)
+    with pytest.raises(ValueError, match="not divisible"):
+        toy_trainer(population_size=6, devices=4)
+
+
+def nan_train(key, cfg, env_params):
+    """Like toy_train, but a run 'diverges' (NaN loss) when θ_a[0] > 1.05."""
+    state, metrics = toy_train(key, cfg, env_params)
+    loss = jnp.where(cfg.theta["a"][0] > 1.05, jnp.nan, 0.0) * jnp.ones(2)
+    return state, {**metrics, "policy_loss": loss}
+
+
+def test_es_nan_fitness_ranks_last_or_stops_without_touching_the_state(tmp_path):
+    start = {"a": jnp.array([1.05, 0.0, 0.0]), "b": jnp.zeros((1, 1))}  # half the candidates diverge
+    task = MetaTask("toy", nan_train, ToyConfig(theta=start), None)
+    es = ESConfig(population_size=8, generations=2, sigma=0.1, eval_every=0, devices=1)
+    result = MetaTrainer([task], "theta", start, es, progress=False).run()
+    assert result.history["nan_count"].min() >= 1 and np.isfinite(np.asarray(result.state.mean)).all()
+    out = str(tmp_path / "nan")
+    logged = MetaTrainer([task], "theta", start, es, out_dir=out, progress=False).run()
+    assert logged.history["nan_count"].min() >= 1 and np.isfinite(logged.history["fitness_mean"]).all()
+    # Every candidate diverges: a clear error, and the checkpoint keeps generation 2's state.
+    def diverged(key, cfg, env_params):
+        state, metrics = nan_train(key, cfg, env_params)
+        return state, {**metrics, "policy_loss": jnp.full(2, jnp.nan)}
+
+    trainer = MetaTrainer([task._replace(train=diverged)], "theta", start, es.replace(generations=3), out_dir=out, progress=False)
+    with pytest.raises(FloatingPointError, match="generation 2.*checkpoint at generation 2 is intact"):
+        trainer.run(resume=True)
+    from rlx.checkpoint import Checkpointer
+
+    ckpt = Checkpointer(out + "/checkpoints")
+    restored, meta = ckpt.restore(trainer.init_state())
+    ckpt.close()
+    assert meta["generation"] == 2
+    np.testing.assert_array_equal(np.asarray(restored.mean), np.asarray(logged.state.mean))
+    with pytest.raises(FloatingPointError, match="not finite"):
+        MetaTrainer([task], "theta", start, es.replace(nan_policy="raise"), progress=False).run()
+
+
+# -- ES over PPO drifts: sharding, chunking, solo equality -----------------------------------------
+@pytest.fixture(scope="module")
+def lpo_population(lpo_tiny):
+    agent, cfg, env_params, train = lpo_tiny
+    # The final return of 6 tiny updates barely depends on the drift; the summed policy loss does.
+    task = MetaTask("cartpole", train, cfg, env_params, 2.0, lambda s, m: m["policy_loss"].sum())
+    es = ESConfig(population_size=8, sigma=1.0, eval_every=0)
+    trainer = MetaTrainer([task], "drift_params", cfg.drift_params, es, progress=False)
+    thetas, _ = trainer.strategy.ask(jax.random.key(0), trainer.init_state(), trainer.strategy.default_params)
+    keys = trainer.inner_keys(jax.random.key(1))
+    return task, es, thetas, keys
+
+
+def _trainer(task, es, **kw):
+    return MetaTrainer([task], "drift_params", task.cfg.drift_params, es.replace(**kw), progress=False)
+
+
+def test_es_member_fitness_on_8_devices_equals_solo_runs(lpo_population):
+    """Every member of a population sharded over 8 devices scores exactly what `train`
+    gives on its own (so also what 1 device gives) for the same key."""
+    task, es, thetas, keys = lpo_population
+    on8 = _trainer(task, es, devices=8, chunk=1).evaluate(keys, thetas)
+    assert on8.shape == (8, 1) and len(np.unique(on8)) == 8
+    for i in range(8):  # task.train is the jitted solo train
+        cfg = task.cfg.replace(drift_params=jax.tree.map(lambda x: x[i], thetas))
+        assert on8[i, 0] == task.score(*task.train(keys[i, 0], cfg, task.env_params)) / np.float32(2.0)
+
+
+def test_es_chunked_map_equals_vmap(lpo_population):
+    """The memory knob changes nothing but rounding: a vmap over all 8 drifts in PPO's
+    config equals a lax.map over 2 chunks of 4. (XLA may reduce differently for batch 8 and
+    batch 4, so the last bits can differ; a mix-up of candidates would be off by > 1e-5.)"""
+    task, es, thetas, keys = lpo_population
+    vmapped = _trainer(task, es, devices=1, chunk=0).evaluate(keys, thetas)
+    chunked = _trainer(task, es, devices=1, chunk=4).evaluate(keys, thetas)
+    np.testing.assert_allclose(chunked, vmapped, rtol=0, atol=1e-6)
+    gaps = np.diff(np.sort(vmapped[:, 0]))
+    assert gaps.min() > 1e-5  # different drifts give clearly different runs
