@@ -92,6 +92,7 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
         s.add_argument("--devices", default="auto", help="devices to spread the population over (default: the most that divide it)")
         s.add_argument("--chunks", type=int, default=20, help="jitted chunks between which metrics, checkpoints and progress happen")
         s.add_argument("--population-mode", default="auto", choices=("auto", "vmap", "map"), help="how members share a device")
+        s.add_argument("--map-batch-size", type=int, help="with map: vmap this many members at a time (memory grows with it; see docs/runbook.md)")
         s.add_argument("--eval-episodes", type=int, default=16, help="deterministic evaluation episodes per member at the end (0: skip)")
         s.add_argument("--eval-every", type=int, default=0, help="evaluate every N chunks into the eval_return column (0: only at the end); use it for long episodes, where few training episodes finish")
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -470,6 +471,7 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         seeds, grid = spec["seeds"], spec["grid"]
         out_dir = args.resume
         chunks, population_mode = spec["chunks"], spec["population_mode"]
+        map_batch_size = spec.get("map_batch_size")
         devices = spec["devices"]
     else:
         if not args.env:
@@ -487,6 +489,7 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = args.out or os.path.join("runs", f"{args.algo}-{env_name.replace('/', '-')}-{stamp}")
         chunks, population_mode, devices = args.chunks, args.population_mode, args.devices
+        map_batch_size = args.map_batch_size
         if chunks < 1:
             raise SystemExit(f"error: --chunks = {chunks} is invalid: it must be >= 1.")
 
@@ -509,7 +512,8 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         write_json(
             os.path.join(out_dir, "config.json"),
             dict(algo=args.algo, env=env_name, env_kwargs=env_kwargs, seeds=seeds, grid=grid, chunks=chunks,
-                 population_mode=population_mode, devices=devices, config=config_lib.to_dict(cfg)),
+                 population_mode=population_mode, map_batch_size=map_batch_size, devices=devices,
+                 config=config_lib.to_dict(cfg)),
         )  # fmt: skip
     if main_process:
         write_json(os.path.join(out_dir, "versions.json"), versions())
@@ -518,6 +522,7 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         agent, pop, env_params, out_dir, chunk_updates=chunk_updates, devices=n_dev,
         progress=not args.no_progress, population_mode=population_mode, description=f"{args.algo} {env_name}",
         eval_env=env, eval_episodes=max(1, args.eval_episodes), eval_every=args.eval_every,
+        map_batch_size=map_batch_size,
     )  # fmt: skip
     result = runner.run(resume=spec is not None)
     summary = _finish(args, agent, env, env_params, pop, result, out_dir, env_name, runner.mesh)

@@ -63,7 +63,7 @@ def resolve_population_mode(mode: str) -> str:
     return mode
 
 
-def over_population(fn: Callable, mesh: Any, mode: str = "vmap") -> Callable:
+def over_population(fn: Callable, mesh: Any, mode: str = "vmap", batch_size: int | None = None) -> Callable:
     """Lift `fn(state, cfg, env_params)` to a population (leading axis on state and cfg).
 
     "vmap" batches the members of each device into one program (fastest). "map"
@@ -72,6 +72,8 @@ def over_population(fn: Callable, mesh: Any, mode: str = "vmap") -> Callable:
     results are bitwise identical for any population size and device count. With
     "vmap", XLA may rewrite some reductions differently for different per-device
     batch sizes, so results agree bitwise only when members per device are equal.
+    `batch_size` (with "map") vmaps that many members at a time, one batch after
+    another: memory for temporaries grows with the members in flight, not with P.
     """
     batched = jax.vmap(fn, (0, 0, None))
     if mode == "vmap":
@@ -80,7 +82,7 @@ def over_population(fn: Callable, mesh: Any, mode: str = "vmap") -> Callable:
     from jax.sharding import PartitionSpec
 
     def local(state, cfg, env_params):
-        return jax.lax.map(lambda sc: fn(sc[0], sc[1], env_params), (state, cfg))
+        return jax.lax.map(lambda sc: fn(sc[0], sc[1], env_params), (state, cfg), batch_size=batch_size)
 
     spec = PartitionSpec("pop")
     return jax.shard_map(
@@ -131,6 +133,7 @@ class Runner:
         eval_env: Any = None,
         eval_episodes: int = 16,
         eval_every: int = 0,
+        map_batch_size: int | None = None,
     ):
         from rlx import population as pop_lib
 
@@ -155,7 +158,10 @@ class Runner:
             raise ValueError(
                 f"population_mode = {population_mode!r} is invalid: accepted values are {', '.join(POPULATION_MODES)}."
             )
-        self.population_mode = resolve_population_mode(population_mode)
+        if map_batch_size is not None and (map_batch_size < 1 or population_mode == "vmap"):
+            raise ValueError(f"map_batch_size = {map_batch_size} is invalid: it must be >= 1, with population_mode map or auto.")
+        self.map_batch_size = map_batch_size
+        self.population_mode = "map" if map_batch_size else resolve_population_mode(population_mode)
         self.on_chunk = on_chunk  # called as on_chunk(updates_done, metrics) after each saved chunk
         if eval_every and eval_env is None:
             raise ValueError("eval_every needs eval_env: the (unwrapped) env to evaluate the policy on.")
@@ -167,7 +173,8 @@ class Runner:
     # -- compiled pieces -------------------------------------------------------------
     def _init_fn(self):
         return jax.jit(
-            over_population(self.agent.init, self.mesh, self.population_mode), out_shardings=self.sharding
+            over_population(self.agent.init, self.mesh, self.population_mode, self.map_batch_size),
+            out_shardings=self.sharding,
         )
 
     def _chunk_fn(self, k: int):
@@ -178,7 +185,7 @@ class Runner:
             return run_updates(agent, state, cfg, env_params, k)
 
         return jax.jit(
-            over_population(chunk, self.mesh, self.population_mode),
+            over_population(chunk, self.mesh, self.population_mode, self.map_batch_size),
             donate_argnums=0,
             out_shardings=self.sharding,
         )

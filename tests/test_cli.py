@@ -57,6 +57,7 @@ def test_sweep_over_a_traced_field(tmp_path):
         (["train", "ppo", "--env", "gymnax/CartPole-v1", "--num-minibatches", "3"], r"num_minibatches = 3 is invalid: it must divide"),
         (["train", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", "3", "--devices", "2"], r"population size 3 is not divisible by devices = 2"),
         (["train", "ppo", "--env", "gymnax/CartPole-v1", "--set", "lr"], r"must look like KEY=VALUE"),
+        (["train", "ppo", "--env", "gymnax/CartPole-v1", "--map-batch-size", "0"], r"map_batch_size = 0 is invalid: it must be >= 1"),
         (["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--grid", "lrr=1e-3,1e-2"], r"PPOConfig has no field 'lrr'\. Did you mean lr\?"),
         (["sweep", "ppo,dqn", "--env", "gymnax/CartPole-v1", "--grid", "clip_eps=0.1,0.2"], r"DQNConfig has no field 'clip_eps'"),
         (["sweep", "ppo,dqn", "--env", "gymnax/CartPole-v1", "--set", "clip_eps=0.1"], r"DQNConfig has no field 'clip_eps'"),
@@ -81,6 +82,11 @@ def test_sweep_on_8_devices_equals_1_device(tmp_path):
         assert cli.main(base + ["--out", str(tmp_path / devices), "--devices", devices]) == 0
     eight, one = (open(tmp_path / d / "metrics.csv").read() for d in ("8", "1"))
     assert eight == one and len(eight.splitlines()) == 1 + 8 * 6
+    # Members vmapped 4 at a time (memory for 4 in flight): equal up to float reordering.
+    assert cli.main(base + ["--out", str(tmp_path / "b4"), "--devices", "1", "--map-batch-size", "4"]) == 0
+    a, b = read_metrics(str(tmp_path / "1" / "metrics.csv")), read_metrics(str(tmp_path / "b4" / "metrics.csv"))
+    for k in ("loss", "episode_return", "env_steps"):
+        np.testing.assert_allclose(b[k], a[k], rtol=1e-3, atol=1e-4, err_msg=k)
 
 
 def test_static_grid_is_grouped_into_one_program_per_group(tmp_path):
