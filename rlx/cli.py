@@ -433,12 +433,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         print(ex.listing(found))
         return 0
     if args.gallery:
-        path = args.gallery
-        prefix = os.path.relpath(ex.repo_root(), os.path.dirname(os.path.abspath(path))).replace(os.sep, "/")
-        text = ex.gallery_markdown(found, link_prefix="" if prefix == "." else prefix + "/")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
+        path = ex.write_gallery(args.gallery, experiments=found)
         print(f"wrote the gallery of {len(found)} experiments to {path}")
         return 0
     if not args.name:

@@ -92,8 +92,9 @@ def test_a_new_experiment_is_discovered_run_and_put_in_the_gallery(fake_root, ca
     assert "1 s (n=2)" in out and "BROKEN" in out and "2.0 (x); x = 2" in out
     assert cli.main(["reproduce", "--gallery", "docs/gallery.md"]) == 0
     md = (fake_root / "docs" / "gallery.md").read_text()
-    assert "| [fake-exp](../experiments/nobody/fig1) | Nobody 2025 | Fig. 1 | 2 | 2 | +0 (+0.0%) |" in md
-    assert "![fake-exp](../results/fake-exp/fake-exp.png)" in md
+    assert "| [fake-exp](../experiments/nobody/fig1) | Nobody 2025: Fig. 1 | 2 | 2 | +0 (+0.0%) | cpu, " in md
+    assert "![fake-exp](gallery/fake-exp.png)" in md  # a published copy: results/ is not tracked
+    assert (fake_root / "docs" / "gallery" / "fake-exp.png").exists()
     assert "broken" not in md.split("## Gallery")[1].split("**")[0]  # broken modules stay out of the table
 
 
