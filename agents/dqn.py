@@ -22,7 +22,7 @@ buffer stores the true next observation, and only `terminated` stops the bootstr
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -126,15 +126,9 @@ class DQNState:
     env_steps: jax.Array  # int32, env steps done so far (this member, warm-up included)
 
 
-class Transition(NamedTuple):
-    """One stored step; inside a rollout every leaf has leading axes [T, B]."""
-
-    obs: jax.Array  # [*obs_shape]
-    action: jax.Array  # [] int32
-    reward: jax.Array  # []
-    next_obs: jax.Array  # [*obs_shape]: the true next observation (pre-reset)
-    terminated: jax.Array  # [] bool: no bootstrap
-    truncated: jax.Array  # [] bool: time limit; bootstrap from next_obs
+# One stored step (shared with SAC and the DηN agent): obs, action, reward, next_obs
+# (the true next observation), terminated, truncated.
+Transition = replay.Transition
 
 
 def epsilon(c: DQNConfig, env_steps: jax.Array, total_steps: int, schedule: str) -> jax.Array:
@@ -149,6 +143,43 @@ def epsilon(c: DQNConfig, env_steps: jax.Array, total_steps: int, schedule: str)
     else:
         w = 0.01**x
     return c.eps_end + (c.eps_start - c.eps_end) * w
+
+
+def make_optimizer(cfg: DQNConfig, c: DQNConfig) -> optax.GradientTransformation:
+    """Adam with global-norm clipping; with `cfg.anneal_lr` the rate decays linearly to 0
+    over the run's `num_updates * gradient_steps` gradient steps. `cfg` gives the static
+    schedule, `c` the (possibly traced) values."""
+    total = cfg.num_updates * cfg.gradient_steps
+    lr = (lambda count: c.lr * (1.0 - count / total)) if cfg.anneal_lr else c.lr
+    return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr))
+
+
+def learn(
+    loss_fn: Callable, buffer: replay.ReplayState, key: jax.Array, online: Any, target: Any, opt_state: Any,
+    update_step: jax.Array, cfg: DQNConfig, c: DQNConfig,
+):
+    """One update's `cfg.gradient_steps` gradient steps, each on a fresh minibatch from
+    `buffer`, moving the target towards the online network every `target_update_period`
+    gradient steps. `loss_fn(online, target, mb, key) -> (loss, aux dict of scalars)`.
+    Returns `(online, target, opt_state, stats {name: [gradient_steps]})`."""
+    opt = make_optimizer(cfg, c)
+    n = cfg.gradient_steps
+
+    def step(carry, xs):
+        online, target, opt_state = carry
+        k, i = xs
+        mb = replay.sample(buffer, k, cfg.batch_size)
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(online, target, mb, jax.random.fold_in(k, 1))
+        updates, opt_state = opt.update(grads, opt_state, online)
+        online = optax.apply_updates(online, updates)
+        done = update_step * n + i + 1  # gradient steps done, this one included
+        sync = (done % cfg.target_update_period) == 0
+        target = jax.tree.map(lambda o, t: jnp.where(sync, c.tau * o + (1.0 - c.tau) * t, t), online, target)
+        return (online, target, opt_state), dict(loss=loss, **aux)
+
+    xs = (jax.random.split(key, n), jnp.arange(n, dtype=jnp.int32))
+    (online, target, opt_state), stats = jax.lax.scan(step, (online, target, opt_state), xs)
+    return online, target, opt_state, stats
 
 
 def example_transition(env: Any, env_params: Any = None) -> Transition:
@@ -181,7 +212,6 @@ def make_agent(env: Any, cfg: DQNConfig) -> Agent:
     network = DiscreteQNetwork(num_actions, cfg.hidden, cfg.activation, None if head == "q" else cfg.num_atoms)
     example = example_transition(env)
     steps_per_update = cfg.steps_per_update
-    gradient_steps = cfg.gradient_steps
     warmup_steps = cfg.learning_starts // cfg.num_envs
     num_atoms = cfg.num_atoms
 
@@ -199,30 +229,6 @@ def make_agent(env: Any, cfg: DQNConfig) -> Agent:
             return jax.nn.softmax(out, -1) @ support(c)
         return out.mean(-1)
 
-    total_gradient_steps = cfg.num_updates * gradient_steps
-
-    def optimizer(c: DQNConfig):
-        if cfg.anneal_lr:
-
-            def lr(count):
-                return c.lr * (1.0 - count / total_gradient_steps)
-        else:
-            lr = c.lr
-        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr))
-
-    def env_step(env_params, carry, action_fn):
-        env_state, obs, key = carry
-        key, k_act, k_env = jax.random.split(key, 3)
-        action = action_fn(obs, k_act)
-        next_obs, env_state, reward, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(
-            jax.random.split(k_env, cfg.num_envs), env_state, action, env_params
-        )
-        tr = Transition(obs, action, reward, info["final_obs"], term, trunc)
-        return (env_state, next_obs, key), tr
-
-    def flat(traj: Transition) -> Transition:
-        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), traj)
-
     def uniform(obs, k):
         return jax.random.randint(k, (cfg.num_envs,), 0, num_actions, jnp.int32)
 
@@ -231,19 +237,12 @@ def make_agent(env: Any, cfg: DQNConfig) -> Agent:
         key, k_net, k_env, k_warm = jax.random.split(key, 4)
         online = network.init(k_net, jnp.zeros((1,) + obs_space.shape, jnp.float32), 1)
         params = DQNParams(online, online, init_stats(obs_space.shape))
-        opt_state = optimizer(c).init(online)
+        opt_state = make_optimizer(cfg, c).init(online)
         obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
         buffer = replay.init(example, cfg.buffer_size)
         if warmup_steps:
-            (env_state, obs, _), traj = jax.lax.scan(
-                lambda carry, _: env_step(env_params, carry, uniform), (env_state, obs, k_warm), None, warmup_steps
-            )
-            if cfg.learning_starts <= cfg.buffer_size:
-                buffer = replay.add(buffer, flat(traj))
-            else:  # longer than the buffer: add step by step, the oldest are overwritten
-                buffer = jax.lax.fori_loop(
-                    0, warmup_steps, lambda t, b: replay.add(b, jax.tree.map(lambda x: x[t], traj)), buffer
-                )
+            (env_state, obs, _), traj = replay.collect(env, env_params, (env_state, obs, k_warm), uniform, warmup_steps)
+            buffer = replay.add_rollout(buffer, traj)
             if cfg.normalize_obs:
                 params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
         zero = jnp.zeros((), jnp.int32)
@@ -277,7 +276,7 @@ def make_agent(env: Any, cfg: DQNConfig) -> Agent:
             )
             loss = jnp.mean(losses)
         q_taken = jnp.take_along_axis(q_from_output(out, c), mb.action[:, None], -1)
-        return loss, jnp.mean(q_taken)
+        return loss, dict(q=jnp.mean(q_taken))
 
     # -- one update: collect, store, learn ----------------------------------------------------
     def update(state: DQNState, c: DQNConfig, env_params):
@@ -291,30 +290,17 @@ def make_agent(env: Any, cfg: DQNConfig) -> Agent:
             random = uniform(obs, k_rand)
             return jnp.where(jax.random.uniform(k_coin, (cfg.num_envs,)) < eps, random, greedy)
 
-        (env_state, last_obs, key), traj = jax.lax.scan(
-            lambda carry, _: env_step(env_params, carry, explore),
-            (state.env_state, state.obs, state.key), None, cfg.rollout_steps,
-        )  # fmt: skip
-        buffer = replay.add(state.buffer, flat(traj))
+        (env_state, last_obs, key), traj = replay.collect(
+            env, env_params, (state.env_state, state.obs, state.key), explore, cfg.rollout_steps
+        )
+        buffer = replay.add_rollout(state.buffer, traj)
         if cfg.normalize_obs:
             params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
-        opt = optimizer(c)
-
-        def learn(carry, xs):
-            online, target, opt_state = carry
-            k, i = xs
-            mb = replay.sample(buffer, k, cfg.batch_size)
-            (loss, q), grads = jax.value_and_grad(loss_fn, has_aux=True)(online, target, c, params, mb)
-            updates, opt_state = opt.update(grads, opt_state, online)
-            online = optax.apply_updates(online, updates)
-            step = state.update_step * gradient_steps + i + 1  # gradient steps done, this one included
-            sync = (step % cfg.target_update_period) == 0
-            target = jax.tree.map(lambda o, t: jnp.where(sync, c.tau * o + (1.0 - c.tau) * t, t), online, target)
-            return (online, target, opt_state), dict(loss=loss, q=q)
-
         key, k_learn = jax.random.split(key)
-        xs = (jax.random.split(k_learn, gradient_steps), jnp.arange(gradient_steps, dtype=jnp.int32))
-        (online, target, opt_state), stats = jax.lax.scan(learn, (params.online, params.target, state.opt_state), xs)
+        online, target, opt_state, stats = learn(
+            lambda on, tg, mb, _: loss_fn(on, tg, c, params, mb),
+            buffer, k_learn, params.online, params.target, state.opt_state, state.update_step, cfg, c,
+        )  # fmt: skip
         params = params.replace(online=online, target=target)
         env_steps = state.env_steps + steps_per_update
         new_state = DQNState(params, opt_state, buffer, env_state, last_obs, key, state.update_step + 1, env_steps)

@@ -22,7 +22,7 @@ and mapped affinely onto the env's box.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -100,15 +100,9 @@ class SACState:
     env_steps: jax.Array  # int32, env steps done so far (this member, warm-up included)
 
 
-class Transition(NamedTuple):
-    """One stored step; inside a rollout every leaf has leading axes [T, B]."""
-
-    obs: jax.Array  # [*obs_shape]
-    action: jax.Array  # [D], in [-1, 1] (the tanh-space action)
-    reward: jax.Array  # []
-    next_obs: jax.Array  # [*obs_shape]: the true next observation (pre-reset)
-    terminated: jax.Array  # [] bool: no bootstrap
-    truncated: jax.Array  # [] bool: time limit; bootstrap from next_obs
+# One stored step (shared with DQN): obs, action (in [-1, 1]^D, the tanh-space action),
+# reward, next_obs (the true next observation), terminated, truncated.
+Transition = replay.Transition
 
 
 def polyak(online: Any, target: Any, tau: jax.Array) -> Any:
@@ -174,20 +168,6 @@ def make_agent(env: Any, cfg: SACConfig) -> Agent:
     def optimizers(c: SACConfig):
         return optax.adam(c.lr), optax.adam(c.lr), optax.adam(c.alpha_lr)
 
-    def env_step(env_params, carry, action_fn):
-        """One step of every env; `action_fn(obs, key) -> [B, D]` in [-1, 1]."""
-        env_state, obs, key = carry
-        key, k_act, k_env = jax.random.split(key, 3)
-        action = action_fn(obs, k_act)
-        next_obs, env_state, reward, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(
-            jax.random.split(k_env, cfg.num_envs), env_state, to_env(action), env_params
-        )
-        tr = Transition(obs, action, reward, info["final_obs"], term, trunc)
-        return (env_state, next_obs, key), tr
-
-    def flat(traj: Transition) -> Transition:
-        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), traj)
-
     # -- init: networks, then the warm-up phase ---------------------------------------
     def init(key, c: SACConfig, env_params) -> SACState:
         key, k_actor, k_critic, k_env, k_warm = jax.random.split(key, 5)
@@ -210,20 +190,14 @@ def make_agent(env: Any, cfg: SACConfig) -> Agent:
             return jax.random.uniform(k, (cfg.num_envs, act_dim), jnp.float32, -1.0, 1.0)
 
         if warmup_steps:
-            (env_state, obs, _), traj = jax.lax.scan(
-                lambda carry, _: env_step(env_params, carry, uniform), (env_state, obs, k_warm), None, warmup_steps
+            (env_state, obs, _), traj = replay.collect(
+                env, env_params, (env_state, obs, k_warm), uniform, warmup_steps, to_env
             )
-            buffer = replay.add(buffer, flat(traj)) if cfg.learning_starts <= cfg.buffer_size else _add_chunks(buffer, traj)
+            buffer = replay.add_rollout(buffer, traj)
             if cfg.normalize_obs:
                 params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
         zero = jnp.zeros((), jnp.int32)
         return SACState(params, opt_state, buffer, env_state, obs, key, zero, zero + cfg.learning_starts)
-
-    def _add_chunks(buffer, traj):
-        """Warm-up longer than the buffer: add step by step (the oldest are overwritten)."""
-        return jax.lax.fori_loop(
-            0, warmup_steps, lambda t, b: replay.add(b, jax.tree.map(lambda x: x[t], traj)), buffer
-        )
 
     # -- one gradient step -----------------------------------------------------------
     def gradient_step(c: SACConfig, params: SACParams, opt_state, mb: Transition, key):
@@ -287,11 +261,10 @@ def make_agent(env: Any, cfg: SACConfig) -> Agent:
         def explore(obs, k):
             return policy(params.actor, observe(params, obs), k)[0]
 
-        (env_state, last_obs, key), traj = jax.lax.scan(
-            lambda carry, _: env_step(env_params, carry, explore),
-            (state.env_state, state.obs, state.key), None, cfg.rollout_steps,
-        )  # fmt: skip
-        buffer = replay.add(state.buffer, flat(traj))
+        (env_state, last_obs, key), traj = replay.collect(
+            env, env_params, (state.env_state, state.obs, state.key), explore, cfg.rollout_steps, to_env
+        )
+        buffer = replay.add_rollout(state.buffer, traj)
         if cfg.normalize_obs:
             params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
 

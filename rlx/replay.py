@@ -22,12 +22,24 @@ and 64 members need 218 MB. Agents expose `buffer_bytes(env, cfg)`; size `capaci
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+
+
+class Transition(NamedTuple):
+    """One stored step of an off-policy agent; inside a rollout every leaf has leading
+    axes `[T, B]`. `obs` may be any pytree (e.g. the dict of a stock-augmented env)."""
+
+    obs: Any  # [*obs_shape]
+    action: jax.Array  # [] int32 (discrete) or [D]
+    reward: jax.Array  # []
+    next_obs: Any  # [*obs_shape]: the true next observation (pre-reset, `info["final_obs"]`)
+    terminated: jax.Array  # [] bool: no bootstrap
+    truncated: jax.Array  # [] bool: time limit; bootstrap from next_obs
 
 
 @struct.dataclass
@@ -158,3 +170,48 @@ class ReplaySchedule:
     @property
     def num_updates(self) -> int:
         return (self.total_steps - self.learning_starts) // self.steps_per_update
+
+
+# --------------------------------------------------------------------------------------
+# Collecting into replay: shared by every replay-based agent (SAC, DQN, DηN)
+# --------------------------------------------------------------------------------------
+
+
+def collect(
+    env: Any,
+    env_params: Any,
+    carry: tuple,
+    policy: Callable[[Any, jax.Array], jax.Array],
+    num_steps: int,
+    to_env: Callable[[jax.Array], jax.Array] | None = None,
+) -> tuple[tuple, Transition]:
+    """`num_steps` steps of a batch of `B` auto-resetting envs in one `lax.scan`.
+
+    carry: `(env_state [B], obs [B, ...], key)`; `policy(obs [B, ...], key) -> action
+    [B, ...]` is what is stored; `to_env` maps it to the env's action (default: as is).
+    Returns the new carry and the rollout, a `Transition` with leaves `[T, B, ...]`
+    whose `next_obs` is the true next observation (`info["final_obs"]`).
+    """
+    num_envs = jax.tree.leaves(carry[1])[0].shape[0]
+
+    def step(carry, _):
+        env_state, obs, key = carry
+        key, k_act, k_env = jax.random.split(key, 3)
+        action = policy(obs, k_act)
+        env_action = action if to_env is None else to_env(action)
+        next_obs, env_state, reward, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(
+            jax.random.split(k_env, num_envs), env_state, env_action, env_params
+        )
+        return (env_state, next_obs, key), Transition(obs, action, reward, info["final_obs"], term, trunc)
+
+    return jax.lax.scan(step, carry, None, num_steps)
+
+
+def add_rollout(state: ReplayState, traj: Any) -> ReplayState:
+    """Add a rollout with leaves `[T, B, ...]` (oldest step first). When `T*B` exceeds
+    the capacity (a warm-up longer than the buffer) it is added step by step, so the
+    oldest items are overwritten as in a stream of single-step writes."""
+    t, b = jax.tree.leaves(traj)[0].shape[:2]
+    if t * b <= state.capacity:
+        return add(state, jax.tree.map(lambda x: x.reshape((t * b,) + x.shape[2:]), traj))
+    return jax.lax.fori_loop(0, t, lambda i, s: add(s, jax.tree.map(lambda x: x[i], traj)), state)

@@ -1,0 +1,438 @@
+"""DηN: a DQN-style distributional agent that optimises a stock-augmented objective
+`E f(c_0 + G)` (Pires et al. 2025, §6; ddp.md, "Deep agent").
+
+The env is wrapped with a stock (`envs/stock.py`): `c_{t+1} = (c_t + r_{t+1}) / gamma`,
+with c_0 drawn per episode from `[c0_low, c0_high]` during training. The network is
+
+    torso MLP(obs) -> h;  MLP([h, norm(c), time_to_go / H]) -> [A, M]
+
+with `norm(c)` the stock mapped from `[stock_low, stock_high]` to `[-1, 1]` and clipped,
+and a categorical (C51: logits over a fixed support) or quantile (QR: M quantiles) head.
+
+Acting and bootstrapping use the stock-augmented greedy rule (note the shift by c):
+
+    a* = argmax_a E_{Z ~ eta(s, c, a)} f(c + Z)
+
+at `(s, c)` when acting and at `(s', (c + r)/gamma)` in the target, which is then
+`Π law(r + gamma Z̄(s', c', a*))` (C51) or the samples `r + gamma θ̄(s', c', a*)` (QR).
+The losses are DQN's (`rlx.distributional.categorical_q_loss` / `quantile_q_loss`, fed
+`E f(c' + Z̄(s', c', ·))` as the action selector), and the replay, ε schedule,
+optimiser and target updates are `agents/dqn.py`'s. Because the stock evolves
+deterministically given the reward, a stored transition holds for every stock: each
+sampled transition gets, with probability `relabel_prob`, a fresh stock
+`c ~ U[stock_low, stock_high]` and next stock `(c + r)/gamma` (hindsight relabelling).
+
+With `horizon = H > 0` the env is a finite-horizon task: time-to-go enters the network
+and reaching H ends the return (no bootstrap), as in the finite-horizon DP. With
+`horizon = 0` there is no time input and time limits are truncations that bootstrap.
+
+Relabelled stocks are uniform on `[stock_low, stock_high]`, or on the lattice of
+multiples of `stock_spacing`. With integer rewards, gamma = 1 and integer c_0 every
+stock an episode meets is an integer, and the greedy action typically switches exactly
+at integer stocks (e.g. at c = -1 the returns 0 and 2 tie for f = -|x|); training on the
+lattice keeps the network from having to resolve the ties in between. A quantile head
+is hurt by such ties either way: a 50/50 mixture of returns 0 and 2 leaves its middle
+quantiles near 1 (the quantile loss is almost flat there, the Huber part pulls them to
+the mean), so `E f(c + Z)` sees a return of 1 that no policy attains. The categorical
+head mixes probabilities, not locations, and does not have this bias.
+
+The objective f is data (`objective_family`, `objective_params`: traced config fields,
+see `agents/ddp/objectives.py`), so seeds and objectives vmap as one population.
+Evaluation fixes c_0 (`evaluate`, e.g. `c_0 = -target`), or searches c_0 at the start
+state for CVaR (`select_c0`, the Rockafellar–Uryasev outer max on the network's values).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from rlx import distributional as dist
+from rlx import replay
+from rlx.agents import dqn
+from rlx.agents.ddp import objectives as objectives_lib
+from rlx.agents.ddp.objectives import FAMILIES, NUM_PARAMS, Objective
+from rlx.config import _concrete, config, static, traced
+from rlx.envs import stock as stock_lib
+from rlx.envs.core import Environment
+from rlx.envs.wrappers import EpisodeStats, episode_summary, is_discrete
+from rlx.evaluation import episode_limit, evaluate as evaluate_agent
+from rlx.networks import ACTIVATIONS, MLP, _dense
+from rlx.running_stats import RunningStats, init_stats, normalize, update_stats
+from rlx.types import Agent
+
+HEADS = ("c51", "qr")
+
+
+@config
+class DDPConfig(dqn.DQNConfig):
+    """DηN settings. Defaults are for the 4x4 "generate a desired return" grid of ddp.md
+    (`rlx/ddp-grid`: gamma = 1, H = 16, returns in [-16, 32], f = -|x|, c_0 = -target)."""
+
+    head: str = static("c51", "return-distribution head: c51 (categorical) or qr (quantile)", choices=HEADS)
+    horizon: int = static(16, "finite horizon H (the env's time limit): time-to-go/H enters the network and "
+                          "reaching H ends the return; 0: no time input, time limits bootstrap", ge=0)
+    num_envs: int = static(16, "parallel environments per member", ge=1)
+    utd: float = static(0.25, "update-to-data ratio: gradient steps per env step (transition)", gt=0)
+    total_steps: int = static(200_000, "env steps per member in a full run, warm-up included", ge=1)
+    learning_starts: int = static(4_096, "warm-up env steps per member with uniform random actions", ge=0)
+    buffer_size: int = static(50_000, "replay capacity (transitions per member)", ge=1)
+    target_update_period: int = static(100, "gradient steps between target-network updates", ge=1)
+    hidden: tuple = static((128, 128), "torso hidden layer widths (over the observation)")
+    head_hidden: tuple = static((128, 128), "hidden widths after the torso, over [torso features, stock, time-to-go]")
+    num_atoms: int = static(49, "c51: support size; qr: number of quantiles", ge=2)
+
+    lr: float = traced(1e-3, "Adam learning rate (annealed to 0 with anneal_lr)", gt=0)
+    gamma: float = traced(1.0, "discount, also in the stock update c' = (c + r)/gamma", gt=0, le=1)
+    eps_fraction: float = traced(0.3, "fraction of total_steps over which ε decays", gt=0, le=1)
+    v_min: float = traced(-16.0, "c51: lowest support atom (must cover the returns)")
+    v_max: float = traced(32.0, "c51: highest support atom")
+    reward_scale: float = traced(1.0, "must be 1: the stock accumulates the env's own rewards", ge=1, le=1)
+    objective_family: int = traced(objectives_lib.NEG_ABS, "f, as an index into agents.ddp.objectives.FAMILIES "
+                                   f"({', '.join(f'{i}={n}' for i, n in enumerate(FAMILIES))})",
+                                   ge=0, le=len(FAMILIES) - 1)
+    objective_params: tuple = traced((0.0,) * NUM_PARAMS, "f's parameters (piecewise_linear: kink, slope below, "
+                                     "slope above; exp_utility: lam)")
+    c0_low: float = traced(-32.0, "training: c_0 ~ U[c0_low, c0_high] per episode")
+    c0_high: float = traced(16.0, "training: upper end of the c_0 range")
+    stock_low: float = traced(-32.0, "safe stock range [-G_max, -G_min]: normalises the stock input "
+                              "(clipped) and is the range of relabelled stocks")
+    stock_high: float = traced(16.0, "upper end of the safe stock range")
+    relabel_prob: float = traced(1.0, "probability that a replayed transition gets a fresh stock", ge=0, le=1)
+    stock_spacing: float = traced(0.0, "relabelled stocks are rounded to multiples of this (0: continuous); "
+                                  "see the module docstring for when a lattice helps", ge=0)
+
+    def check(self) -> None:
+        super().check()
+        name = type(self).__name__
+        for lo, hi, strict in (("c0_low", "c0_high", False), ("stock_low", "stock_high", True)):
+            a, b = _concrete(getattr(self, lo)), _concrete(getattr(self, hi))
+            if a is not None and b is not None and np.any(a > b if not strict else a >= b):
+                rel = "<" if strict else "<="
+                raise ValueError(f"{name}.{lo} = {getattr(self, lo)} is invalid: it must be {rel} {hi} = {getattr(self, hi)}.")
+        if len(self.objective_params) != NUM_PARAMS:
+            raise ValueError(f"{name}.objective_params = {self.objective_params} is invalid: it needs {NUM_PARAMS} entries.")
+        g = _concrete(self.gamma)
+        if self.horizon == 0 and g is not None and np.any(g == 1.0):
+            raise ValueError(f"{name}.horizon = 0 is invalid with gamma = 1: returns need a finite horizon; "
+                             "set horizon to the env's time limit, or gamma < 1.")
+        fam = _concrete(self.objective_family)
+        if fam is not None and g is not None and np.all(fam == np.round(fam)):
+            objectives_lib.check_gamma(self.objective(), g)
+
+    def objective(self, c0: Any = 0.0) -> Objective:
+        """f as an `Objective` pytree (c_0 given, default 0); works on traced fields."""
+        dtype = jnp.result_type(float)
+        return Objective(
+            family=jnp.asarray(self.objective_family, jnp.int32),
+            params=jnp.stack([jnp.asarray(p, dtype) for p in self.objective_params], -1),
+            c0=jnp.asarray(c0, dtype),
+            optimise_c0=jnp.asarray(False),
+            tau=jnp.asarray(1.0, dtype),
+        )
+
+
+def config_for_mdp(mdp, horizon: int, objective: Objective | None = None, gamma: float = 1.0, head: str = "c51",
+                   atom_spacing: float = 1.0, c0_range: tuple | None = None, **overrides) -> DDPConfig:
+    """A `DDPConfig` sized from a finite MDP (host-side): the support covers the return
+    bounds `[G_min, G_max]` (c51 atoms `atom_spacing` apart), the stock input and
+    relabelled stocks span the safe range `[-G_max, -G_min]` (ddp.md, "Stock range"),
+    c_0 is trained on `c0_range` (default: the safe range), f comes from `objective`
+    (default: -|x|). `overrides` win over all of these."""
+    from rlx.agents.ddp import tabular
+
+    g_min, g_max = tabular.return_bounds(mdp, gamma, horizon)
+    s_lo, s_hi = -g_max, -g_min
+    c0_lo, c0_hi = (s_lo, s_hi) if c0_range is None else c0_range
+    kw = dict(head=head, horizon=horizon, gamma=gamma, v_min=g_min, v_max=g_max,
+              stock_low=s_lo, stock_high=s_hi, c0_low=c0_lo, c0_high=c0_hi)
+    if head == "c51":
+        kw["num_atoms"] = int(round((g_max - g_min) / atom_spacing)) + 1
+    else:
+        kw["num_atoms"] = 32
+    kw.update(objective_fields(objectives_lib.target(0.0) if objective is None else objective))
+    kw.update(overrides)
+    return DDPConfig(**kw)
+
+
+def objective_fields(objective: Objective) -> dict:
+    """`DDPConfig` fields for an (unbatched, host-side) `Objective`: its f. CVaR
+    objectives train f = min(x, 0); their c_0 is searched at evaluation (`select_c0`)."""
+    return dict(objective_family=int(objective.family),
+                objective_params=tuple(float(p) for p in np.asarray(objective.params)))
+
+
+class StockDistributionalNetwork(nn.Module):
+    """`(obs, stock, time_to_go)` -> `[..., A, M]` (C51 logits or QR quantiles). The
+    stock (normalised) and time-to-go (over H) join the torso's features."""
+
+    num_actions: int
+    num_atoms: int
+    hidden: Sequence[int] = (128, 128)
+    head_hidden: Sequence[int] = (128, 128)
+    activation: str = "relu"
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, extras: jax.Array, batch_dims: int = 0) -> jax.Array:
+        """obs: `[*batch, *obs_shape]`; extras: `[*batch, E]` (normalised stock[, time-to-go])."""
+        h = MLP(self.hidden, self.activation)(obs, batch_dims)
+        x = MLP(self.head_hidden, self.activation)(jnp.concatenate([h, extras], -1), batch_dims)
+        out = _dense(self.num_actions * self.num_atoms, 1.0)(x)
+        return out.reshape(out.shape[:-1] + (self.num_actions, self.num_atoms))
+
+
+@struct.dataclass
+class DDPParams:
+    online: Any
+    target: Any
+    obs_stats: RunningStats  # of the inner observation obs["obs"]
+
+
+@struct.dataclass
+class DDPState:
+    params: DDPParams
+    opt_state: Any
+    buffer: replay.ReplayState
+    env_state: Any  # [B] batched (episode stats of the stock-wrapped env)
+    obs: Any  # dict of [B, ...]: obs, stock[, time_to_go]
+    key: jax.Array
+    update_step: jax.Array  # int32
+    env_steps: jax.Array  # int32, this member's env steps (warm-up included)
+
+
+def stock_env(env: Any, cfg: DDPConfig) -> stock_lib.StockWrapper:
+    """`env` with the stock (and time-to-go when `cfg.horizon > 0`) in its observation."""
+    if isinstance(env, stock_lib.StockWrapper):
+        raise ValueError("deep DDP: pass the inner env; the agent adds the stock itself (from cfg.gamma and the c_0 range).")
+    if not isinstance(env, Environment):
+        raise ValueError(
+            f"deep DDP: {getattr(env, 'name', type(env).__name__)} is not an rlx `Environment` (reset_env/step_env), "
+            "which envs/stock.py's StockWrapper needs; use an rlx env such as rlx.envs.tabular.to_gymnax(mdp)."
+        )
+    return stock_lib.StockWrapper(env, time_to_go=cfg.horizon > 0)
+
+
+def stock_env_params(c: DDPConfig, env_params: Any, c0: Any = None) -> stock_lib.StockParams:
+    """StockParams from the config (traced-safe): gamma, and the training c_0 range, or a
+    fixed `c0` (evaluation)."""
+    f = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    lo, hi = (c.c0_low, c.c0_high) if c0 is None else (c0, c0)
+    return stock_lib.StockParams(env_params, f(c.gamma), f(lo), f(hi))
+
+
+def example_transition(env: Any, cfg: DDPConfig, env_params: Any = None) -> replay.Transition:
+    """Shapes and dtypes of one stored transition (dict observations)."""
+    senv = stock_env(env, cfg)
+    params = stock_env_params(cfg, env.default_params if env_params is None else env_params)
+    obs = jax.eval_shape(lambda k: senv.reset(k, params)[0], jax.random.key(0))
+    s = jax.ShapeDtypeStruct
+    return replay.Transition(obs, s((), jnp.int32), s((), jnp.float32), obs, s((), jnp.bool_), s((), jnp.bool_))
+
+
+def buffer_bytes(env: Any, cfg: DDPConfig) -> int:
+    """Replay memory of one member (a population of P needs P times this)."""
+    return replay.nbytes(example_transition(env, cfg), cfg.buffer_size)
+
+
+def _make_network(env: Any, cfg: DDPConfig):
+    """The network and `values(online, obs_stats, obs, c) -> (out [..., A, M], E f(stock + Z) [..., A])`."""
+    num_actions = env.action_space(env.default_params).n
+    network = StockDistributionalNetwork(num_actions, cfg.num_atoms, cfg.hidden, cfg.head_hidden, cfg.activation)
+    head, m, horizon = cfg.head, cfg.num_atoms, cfg.horizon
+
+    def forward(online, obs_stats, obs, c, batch_dims):
+        inner = normalize(obs_stats, obs["obs"]) if cfg.normalize_obs else obs["obs"]
+        extras = [stock_lib.normalise_stock(obs["stock"], c.stock_low, c.stock_high)]
+        if horizon:
+            extras.append(obs["time_to_go"].astype(jnp.float32) / horizon)
+        return network.apply(online, inner, jnp.stack(extras, -1), batch_dims)
+
+    def values(online, obs_stats, obs, c, batch_dims=1):
+        """Network output and the greedy scores `E f(c + Z(s, c, a))` at the obs' stock."""
+        out = forward(online, obs_stats, obs, c, batch_dims)
+        f = c.objective()
+        stock = obs["stock"][..., None, None]
+        if head == "c51":
+            z = dist.categorical_support(c.v_min, c.v_max, m)
+            scores = jnp.sum(jax.nn.softmax(out, -1) * objectives_lib.utility(f, stock + z), -1)
+        else:
+            scores = jnp.mean(objectives_lib.utility(f, stock + out), -1)
+        return out, scores
+
+    def init_params(key):
+        obs = example_transition(env, cfg).obs["obs"]
+        dummy = jnp.zeros((1,) + obs.shape, jnp.float32)
+        online = network.init(key, dummy, jnp.zeros((1, 2 if horizon else 1)), 1)
+        return DDPParams(online, online, init_stats(obs.shape))
+
+    return network, values, init_params
+
+
+def make_params(env: Any, cfg: DDPConfig, key: jax.Array) -> DDPParams:
+    """Freshly initialised agent params (online = target network) without an env run."""
+    return _make_network(env, cfg)[2](key)
+
+
+def make_value_fn(env: Any, cfg: DDPConfig) -> Callable:
+    """`values(params: DDPParams, obs, c) -> E f(stock + Z(s, stock, a))` `[B, A]` for a
+    batch of stock-augmented observations (dicts of `[B, ...]`)."""
+    _, values, _ = _make_network(env, cfg)
+    return lambda params, obs, c: values(params.online, params.obs_stats, obs, c)[1]
+
+
+def make_agent(env: Any, cfg: DDPConfig) -> Agent:
+    """Build DηN for `env`, an rlx `Environment` with discrete actions (e.g.
+    `rlx.envs.tabular.to_gymnax(mdp)`); the agent adds the stock. `train` takes the
+    inner env's params; `act` takes one stock-augmented observation (a dict)."""
+    act_space = env.action_space(env.default_params)
+    if not is_discrete(act_space):
+        raise ValueError(f"{type(cfg).__name__} needs discrete actions, but {getattr(env, 'name', env)} has a Box "
+                         f"of shape {act_space.shape}.")
+    senv = EpisodeStats(stock_env(env, cfg))
+    if cfg.horizon:
+        limit = getattr(env.default_params, "max_steps_in_episode", None)
+        if limit is None or int(limit) != cfg.horizon:
+            raise ValueError(f"{type(cfg).__name__}.horizon = {cfg.horizon} is invalid: it must equal the env's time "
+                             f"limit max_steps_in_episode = {limit} (the time-to-go input counts down from it).")
+    num_actions = act_space.n
+    _, values, init_params = _make_network(env, cfg)
+    example = example_transition(env, cfg)
+    warmup_steps = cfg.learning_starts // cfg.num_envs
+    head = cfg.head
+
+    def uniform(obs, k):
+        return jax.random.randint(k, (cfg.num_envs,), 0, num_actions, jnp.int32)
+
+    def init(key, c: DDPConfig, env_params) -> DDPState:
+        key, k_net, k_env, k_warm = jax.random.split(key, 4)
+        sparams = stock_env_params(c, env_params)
+        params = init_params(k_net)
+        opt_state = dqn.make_optimizer(cfg, c).init(params.online)
+        obs, env_state = jax.vmap(senv.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), sparams)
+        buffer = replay.init(example, cfg.buffer_size)
+        if warmup_steps:
+            (env_state, obs, _), traj = replay.collect(senv, sparams, (env_state, obs, k_warm), uniform, warmup_steps)
+            buffer = replay.add_rollout(buffer, traj)
+            if cfg.normalize_obs:
+                params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs["obs"]))
+        zero = jnp.zeros((), jnp.int32)
+        return DDPState(params, opt_state, buffer, env_state, obs, key, zero, zero + cfg.learning_starts)
+
+    def relabel(mb: replay.Transition, key, c: DDPConfig) -> replay.Transition:
+        """Give a `relabel_prob` fraction of the minibatch fresh stocks (hindsight)."""
+        k_c, k_m = jax.random.split(key)
+        stocks, _ = stock_lib.relabel_stocks(k_c, mb.reward, c.gamma, c.stock_low, c.stock_high)
+        spacing = jnp.where(c.stock_spacing > 0, c.stock_spacing, 1.0)
+        stocks = jnp.where(c.stock_spacing > 0, jnp.round(stocks / spacing) * spacing, stocks)
+        next_stocks = stock_lib.next_stock(stocks, mb.reward, c.gamma)
+        fresh = jax.random.uniform(k_m, mb.reward.shape) < c.relabel_prob
+        obs = {**mb.obs, "stock": jnp.where(fresh, stocks, mb.obs["stock"])}
+        next_obs = {**mb.next_obs, "stock": jnp.where(fresh, next_stocks, mb.next_obs["stock"])}
+        return mb._replace(obs=obs, next_obs=next_obs)
+
+    def loss_fn(online, target, c: DDPConfig, params: DDPParams, mb: replay.Transition, key):
+        mb = relabel(mb, key, c)
+        out, scores = values(online, params.obs_stats, mb.obs, c)
+        out_next, selector = values(target, params.obs_stats, mb.next_obs, c)
+        if cfg.double_q:
+            selector = values(online, params.obs_stats, mb.next_obs, c)[1]
+        selector, out_next = jax.lax.stop_gradient((selector, out_next))
+        # The horizon ends the return: a time-limited step does not bootstrap.
+        end = mb.terminated | mb.truncated if cfg.horizon else mb.terminated
+        discount = c.gamma * (1.0 - end.astype(jnp.float32))
+        if head == "c51":
+            z = dist.categorical_support(c.v_min, c.v_max, cfg.num_atoms)
+            losses = jax.vmap(dist.categorical_q_loss, (0, 0, 0, 0, 0, 0, None))(
+                out, mb.action, mb.reward, discount, out_next, selector, z)
+        else:
+            losses = jax.vmap(dist.quantile_q_loss, (0, 0, 0, 0, 0, 0, None))(
+                out, mb.action, mb.reward, discount, out_next, selector, cfg.huber_kappa)
+        taken = jnp.take_along_axis(scores, mb.action[:, None], -1)
+        return jnp.mean(losses), dict(value=jnp.mean(taken))
+
+    def update(state: DDPState, c: DDPConfig, env_params):
+        params = state.params
+        sparams = stock_env_params(c, env_params)
+        eps = dqn.epsilon(c, state.env_steps, cfg.total_steps, cfg.eps_schedule)
+
+        def explore(obs, k):
+            _, k_rand, k_coin = jax.random.split(k, 3)
+            greedy = jnp.argmax(values(params.online, params.obs_stats, obs, c)[1], -1).astype(jnp.int32)
+            return jnp.where(jax.random.uniform(k_coin, (cfg.num_envs,)) < eps, uniform(obs, k_rand), greedy)
+
+        (env_state, last_obs, key), traj = replay.collect(
+            senv, sparams, (state.env_state, state.obs, state.key), explore, cfg.rollout_steps)
+        buffer = replay.add_rollout(state.buffer, traj)
+        if cfg.normalize_obs:
+            params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs["obs"]))
+        key, k_learn = jax.random.split(key)
+        online, target, opt_state, stats = dqn.learn(
+            lambda on, tg, mb, k: loss_fn(on, tg, c, params, mb, k),
+            buffer, k_learn, params.online, params.target, state.opt_state, state.update_step, cfg, c,
+        )  # fmt: skip
+        params = params.replace(online=online, target=target)
+        env_steps = state.env_steps + cfg.steps_per_update
+        new_state = DDPState(params, opt_state, buffer, env_state, last_obs, key, state.update_step + 1, env_steps)
+        episode_return, episodes = episode_summary(env_state)
+        metrics = {k: v.mean() for k, v in stats.items()}
+        metrics.update(env_steps=env_steps, episode_return=episode_return, episodes=episodes, epsilon=eps)
+        return new_state, metrics
+
+    def act(params: DDPParams, obs, key, c: DDPConfig, deterministic: bool = True):
+        """One unbatched stock-augmented observation (dict) -> `argmax_a E f(c + Z)`, or
+        ε-greedy with ε = eps_end."""
+        batched = jax.tree.map(lambda x: x[None], obs)
+        greedy = jnp.argmax(values(params.online, params.obs_stats, batched, c)[1][0]).astype(jnp.int32)
+        if deterministic:
+            return greedy
+        k_rand, k_coin = jax.random.split(key)
+        random = jax.random.randint(k_rand, (), 0, num_actions, jnp.int32)
+        return jnp.where(jax.random.uniform(k_coin) < c.eps_end, random, greedy)
+
+    return Agent(init=init, update=update, act=act, policy_params=lambda s: s.params, num_updates=lambda c: c.num_updates)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation: a given c_0, or the CVaR search over c_0
+# --------------------------------------------------------------------------------------
+
+
+def evaluate(agent: Agent, params: DDPParams, cfg: DDPConfig, env: Any, env_params: Any, key: jax.Array,
+             c0: Any, num_episodes: int = 100, deterministic: bool = True) -> dict:
+    """Greedy episodes started at stock `c0` (e.g. `-target`): `rlx.evaluation.evaluate`
+    on the stock-wrapped env. Returns `return`, `discounted_return`, `length`, each `[N]`.
+    Pure and vmappable over params/cfg/c0."""
+    senv = stock_env(env, cfg)
+    horizon = cfg.horizon or episode_limit(env, env_params)
+    return evaluate_agent(agent, params, cfg, senv, stock_env_params(cfg, env_params, c0), key, num_episodes,
+                          max_steps=horizon, gamma=1.0, deterministic=deterministic)
+
+
+def start_values(value_fn: Callable, params: DDPParams, cfg: DDPConfig, env: Any, env_params: Any,
+                 key: jax.Array, c0s: jax.Array, num_starts: int = 16) -> jax.Array:
+    """The network's `V(c_0) = E_{s_0} max_a E f(c_0 + Z(s_0, c_0, a))` for every
+    candidate `c0s: [K]`, averaged over `num_starts` sampled start states; `[K]`."""
+    senv = stock_env(env, cfg)
+    obs, _ = jax.vmap(senv.reset, (0, None))(jax.random.split(key, num_starts), stock_env_params(cfg, env_params))
+
+    def at(c0):
+        o = {**obs, "stock": jnp.full((num_starts,), c0, jnp.float32)}
+        return jnp.mean(jnp.max(value_fn(params, o, cfg), -1))
+
+    return jax.vmap(at)(c0s)
+
+
+def select_c0(value_fn: Callable, params: DDPParams, cfg: DDPConfig, env: Any, env_params: Any, key: jax.Array,
+              tau: float, c0s: jax.Array, num_starts: int = 16) -> tuple[jax.Array, jax.Array]:
+    """CVaR_tau by the Rockafellar–Uryasev outer max on the network's values (the agent
+    must be trained with f = min(x, 0), `objective_family = cvar`):
+    `score(c_0) = -c_0 + V(c_0) / tau` over `c0s: [K]`. Returns `(best c_0, scores [K])`;
+    the best c_0 is the agent's estimate of `-VaR_tau`."""
+    v = start_values(value_fn, params, cfg, env, env_params, key, c0s, num_starts)
+    scores = -c0s + v / tau
+    return c0s[jnp.argmax(scores)], scores
