@@ -370,7 +370,7 @@ def _launch_slurm(commands: list[list[str]], out: str, kwargs: dict) -> list[int
         raise SystemExit("error: --launcher slurm needs submitit: pip install submitit") from None
     executor = submitit.AutoExecutor(folder=os.path.join(out, "submitit"))
     executor.update_parameters(**kwargs)
-    jobs = [executor.submit(submitit.helpers.CommandFunction(cmd)) for cmd in commands]
+    jobs = [executor.submit(submitit.helpers.CommandFunction(cmd, cwd=os.getcwd())) for cmd in commands]
     print("rlx: submitted SLURM jobs " + ", ".join(str(j.job_id) for j in jobs))
     codes = []
     for job in jobs:

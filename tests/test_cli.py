@@ -139,3 +139,47 @@ def test_cluster_launchers_say_what_to_install(launcher, package, tmp_path, monk
     with pytest.raises(SystemExit, match=f"--launcher {launcher} needs {package}: pip install"):
         cli.main(["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--grid", "num_envs=2,4", "--launcher", launcher,
                   "--out", str(tmp_path / "x")])  # fmt: skip
+
+
+def test_slurm_launcher_submits_one_job_per_group(tmp_path, monkeypatch):
+    """With a stand-in for submitit: the executor gets the parameters, one command per group."""
+    import sys
+    import types
+
+    submitted, params = [], {}
+
+    class Job:
+        def __init__(self, fn):
+            self.fn, self.job_id = fn, str(len(submitted))
+
+        def result(self):
+            if "num_envs=4" in " ".join(self.fn.command):
+                raise RuntimeError("boom")  # one failed job: the other still counts
+            return ""
+
+    class Executor:
+        def __init__(self, folder):
+            params["folder"] = folder
+
+        def update_parameters(self, **kw):
+            params.update(kw)
+
+        def submit(self, fn):
+            submitted.append(fn)
+            return Job(fn)
+
+    class CommandFunction:
+        def __init__(self, command, cwd=None):
+            self.command, self.cwd = command, cwd
+
+    fake = types.SimpleNamespace(AutoExecutor=Executor, helpers=types.SimpleNamespace(CommandFunction=CommandFunction))
+    monkeypatch.setitem(sys.modules, "submitit", fake)
+    out = tmp_path / "s"
+    code = cli.main(["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--grid", "num_envs=2,4", "--launcher", "slurm",
+                     "--launcher-kwargs", "timeout_min=30", "slurm_partition=gpu", "--out", str(out)])  # fmt: skip
+    assert code == 1  # one group failed
+    assert params == {"folder": str(out / "submitit"), "timeout_min": 30, "slurm_partition": "gpu"}
+    assert [fn.command[3:6] for fn in submitted] == [["sweep", "ppo", "--env"]] * 2
+    assert [fn.command[-1] for fn in submitted] == ["num_envs=2", "num_envs=4"]
+    assert "--launcher" not in submitted[0].command and "timeout_min=30" not in submitted[0].command
+    assert [g["returncode"] for g in json.load(open(out / "sweep.json"))["groups"]] == [0, 1]
