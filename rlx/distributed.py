@@ -70,18 +70,28 @@ def detect_cluster(environ: dict | None = None) -> str | None:
         hosts = env.get("TPU_PROCESS_ADDRESSES") or env.get("TPU_WORKER_HOSTNAMES") or ""
         if "," in hosts or "MEGASCALE_COORDINATOR_ADDRESS" in env:
             return "tpu"
-    if environ is None and _on_cloud_tpu_vm():
+    if environ is None and _tpu_vm_processes() > 1:
         return "tpu"
     return None
 
 
-def _on_cloud_tpu_vm() -> bool:
-    try:  # private, but it is what jax itself consults; a failure just means "no"
-        from jax._src.cloud_tpu_init import running_in_cloud_tpu_vm
+def _tpu_vm_processes() -> int:
+    """Hosts of the Cloud TPU slice(s) this VM belongs to (1 off TPU VMs, and on a
+    single-host TPU VM, which needs no setup). Asks jax's own cluster classes, which
+    read the TPU metadata; private API, so any failure means "1"."""
+    try:
+        from jax._src import cloud_tpu_init
 
-        return bool(running_in_cloud_tpu_vm)
+        if not cloud_tpu_init.running_in_cloud_tpu_vm:
+            return 1
+        from jax._src.clusters import cloud_tpu_cluster as tpu
+
+        for cls in (tpu.GkeTpuCluster, tpu.GceTpuCluster):
+            if cls.is_env_present():
+                return int(cls.get_process_count())
     except Exception:
-        return False
+        return 1
+    return 1
 
 
 def _int_or(value: Any, default: int) -> int:

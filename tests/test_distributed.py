@@ -69,7 +69,11 @@ def test_bad_settings_name_the_setting(args, message):
         D.resolve(*args, environ={})
 
 
-def test_single_process_needs_no_setup():
+def test_single_process_needs_no_setup(monkeypatch):
+    for var in list(os.environ):
+        if var.startswith(("RLX_", "SLURM_", "OMPI_", "TPU_", "MEGASCALE_")):
+            monkeypatch.delenv(var)
+    monkeypatch.setattr(D, "_tpu_vm_processes", lambda: 1)
     setup = D.initialize()
     assert setup.process_count == 1 and setup.global_devices == 8 and D.is_main()
     key = jax.random.key(0)
