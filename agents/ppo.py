@@ -16,13 +16,14 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
 from rlx import distributions as D
 from rlx.config import config, static, traced
 from rlx.envs.wrappers import EpisodeStats, episode_summary, is_discrete
-from rlx.networks import ACTIVATIONS, CategoricalActor, Critic, GaussianActor
+from rlx.networks import ACTIVATIONS, KERNEL_INITS, CategoricalActor, Critic, GaussianActor
 from rlx.returns import gae
 from rlx.running_stats import RunningStats, init_stats, normalize, update_stats
 from rlx.types import Agent
@@ -45,12 +46,20 @@ class PPOConfig:
     hidden: tuple = static((64, 64), "actor hidden layer widths")
     critic_hidden: tuple = static((64, 64), "critic hidden layer widths")
     activation: str = static("tanh", "hidden activation", choices=tuple(ACTIVATIONS))
+    kernel_init: str = static("orthogonal", "weight init of every layer", choices=KERNEL_INITS)
     action_dist: str = static("auto", "categorical for discrete; gaussian or tanh_gaussian", choices=ACTION_DISTS)
     state_dependent_std: bool = static(False, "Gaussian scale as a network head, not one vector")
     init_log_std: float = static(0.0, "initial log standard deviation of Gaussian policies")
     anneal_lr: bool = static(True, "linearly decay the learning rate to 0")
     normalize_obs: bool = static(False, "running observation normalisation")
+    obs_clip: float = static(10.0, "normalised observations are clipped to ±obs_clip", gt=0)
+    stats_first: bool = static(
+        False, "update observation statistics from the new rollout before learning on it (brax)"
+    )
     normalize_advantages: bool = static(True, "standardise advantages per minibatch")
+    gae_segment: int = static(
+        0, "cut the GAE trace every this many steps and bootstrap from V there (brax: its unroll of 5); 0 = never", ge=0
+    )
     clip_value: bool = static(True, "PPO value clipping (PureJaxRL does it; without it 3 of 8 CartPole seeds stall)")
 
     lr: float = traced(2.5e-4, "Adam learning rate", gt=0)
@@ -61,6 +70,7 @@ class PPOConfig:
     vf_coef: float = traced(0.5, "value loss weight", ge=0)
     vf_clip_eps: float = traced(0.2, "value clip (with clip_value)", gt=0)
     max_grad_norm: float = traced(0.5, "global gradient-norm clip", gt=0)
+    adam_eps: float = traced(1e-5, "Adam's ε (PureJaxRL 1e-5; brax and optax 1e-8)", gt=0)
     reward_scale: float = traced(1.0, "rewards are multiplied by this", gt=0)
     drift: str = static("ppo", "policy drift D(r, A) (rlx.agents.meta.drifts)", choices=DRIFTS)
     drift_params: Any = traced(None, "drift parameters, a pytree (rlx.agents.meta.drifts.init_params); None for ppo")
@@ -75,6 +85,11 @@ class PPOConfig:
             raise ValueError(
                 f"PPOConfig.num_minibatches = {self.num_minibatches} is invalid: it must divide "
                 f"num_envs*num_steps = {batch}; accepted values include {divisors}."
+            )
+        if self.gae_segment and self.num_steps % self.gae_segment:
+            raise ValueError(
+                f"PPOConfig.gae_segment = {self.gae_segment} is invalid: it must be 0 or divide "
+                f"num_steps = {self.num_steps}."
             )
         if self.total_steps < batch:
             raise ValueError(
@@ -91,13 +106,17 @@ def brax_config(**overrides: Any) -> PPOConfig:
     """brax.training's PPO defaults in our terms. brax collects 16 unrolls of 5 steps from
     2048 envs per training step (163,840 samples) and takes 4 x 32 minibatch steps on
     them; here that is 2048 envs x 80 steps. Like brax, no value clipping (with reward
-    scaling 10 the value targets reach ~300, and a 0.2 clip starves the critic) and no
-    gradient clipping."""
+    scaling 10 the value targets reach ~300, and a 0.2 clip starves the critic), no
+    gradient clipping, Adam ε 1e-8, lecun-uniform init, an initial scale of softplus(0),
+    unclipped normalised observations, GAE on 5-step segments, and observation statistics
+    updated from each rollout before learning on it."""
     base = dict(
         num_envs=2048, num_steps=80, total_steps=1_000_000, update_epochs=4, num_minibatches=32,
         hidden=(32, 32, 32, 32), critic_hidden=(256, 256, 256, 256, 256), activation="silu",
         action_dist="tanh_gaussian", state_dependent_std=True, normalize_obs=True, anneal_lr=False,
         clip_value=False, lr=3e-4, gamma=0.97, ent_coef=1e-2, reward_scale=10.0, max_grad_norm=1e9,
+        adam_eps=1e-8, obs_clip=float("inf"), stats_first=True, kernel_init="lecun_uniform", gae_segment=5,
+        init_log_std=float(np.log(np.log(2.0))),  # brax's scale softplus(0) + 0.001
     )  # fmt: skip
     base.update(overrides)
     return PPOConfig(**base)
@@ -166,7 +185,7 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
             f"use {'categorical' if discrete else 'gaussian or tanh_gaussian'} (or auto)."
         )
     if discrete:
-        actor = CategoricalActor(act_space.n, cfg.hidden, cfg.activation)
+        actor = CategoricalActor(act_space.n, cfg.hidden, cfg.activation, cfg.kernel_init)
     else:
         actor = GaussianActor(
             act_space.shape[0], cfg.hidden, cfg.activation, cfg.state_dependent_std, cfg.init_log_std
@@ -207,7 +226,7 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
         return D.tanh_gaussian_log_prob(mean, log_std, raw_action), entropy
 
     def observe(params: PPOParams, obs):
-        return normalize(params.obs_stats, obs) if cfg.normalize_obs else obs
+        return normalize(params.obs_stats, obs, cfg.obs_clip) if cfg.normalize_obs else obs
 
     def make_optimizer(c: PPOConfig):
         if cfg.anneal_lr:
@@ -217,7 +236,7 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
                 return c.lr * (1.0 - (count // per_update) / num_updates)
         else:
             lr = c.lr
-        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr, eps=1e-5))
+        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr, eps=c.adam_eps))
 
     # -- init --------------------------------------------------------------------
     def init(key, c: PPOConfig, env_params) -> PPOState:
@@ -251,6 +270,10 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
         (env_state, last_obs, key), traj = jax.lax.scan(
             env_step, (state.env_state, state.obs, state.key), None, cfg.num_steps
         )
+        if cfg.normalize_obs and cfg.stats_first:
+            # brax's order: the statistics take in this rollout before learning on it. The
+            # importance ratios still use the behaviour log-probs from the rollout itself.
+            params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
 
         # Values of every visited state, of the state after the last step, and of the
         # true final states of episodes that ended (for bootstrapping on truncation).
@@ -261,7 +284,13 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
         if scalarize is not None:  # vector rewards: the episode flags broadcast over objectives
             terminated, done = terminated[..., None], done[..., None]
         next_values = jnp.where(done, final_values, values[1:])
-        adv, targets = gae(traj.reward, values[:-1], next_values, terminated, done, c.gamma, c.gae_lambda)
+        cut = done
+        if cfg.gae_segment:
+            # brax computes GAE on short unrolls: each segment's last step bootstraps from
+            # V(next obs) (already in next_values), and the λ-trace stops there.
+            seg_end = (jnp.arange(cfg.num_steps) % cfg.gae_segment) == cfg.gae_segment - 1
+            cut = cut | seg_end.reshape((-1,) + (1,) * (done.ndim - 1))
+        adv, targets = gae(traj.reward, values[:-1], next_values, terminated, cut, c.gamma, c.gae_lambda)
         if scalarize is not None:
             adv = scalarize(adv, c)  # [T, B, d] -> [T, B]; the value targets stay per objective
 
@@ -325,9 +354,11 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
         (actor_critic, opt_state, key), stats = jax.lax.scan(
             epoch, ((params.actor, params.critic), state.opt_state, key), None, cfg.update_epochs
         )
-        # Observation statistics advance after learning, so every log-prob and value of
-        # this update was computed under the statistics the rollout used.
-        obs_stats = update_stats(params.obs_stats, traj.obs) if cfg.normalize_obs else params.obs_stats
+        # By default observation statistics advance after learning, so every log-prob and
+        # value of this update was computed under the statistics the rollout used.
+        obs_stats = params.obs_stats
+        if cfg.normalize_obs and not cfg.stats_first:
+            obs_stats = update_stats(obs_stats, traj.obs)
         new_params = PPOParams(actor_critic[0], actor_critic[1], obs_stats)
         env_steps = state.env_steps + steps_per_update
         new_state = PPOState(new_params, opt_state, env_state, last_obs, key, state.update_step + 1, env_steps)

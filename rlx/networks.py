@@ -12,25 +12,35 @@ import numpy as np
 ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "silu": nn.silu, "elu": nn.elu}
 
 
-def _dense(features: int, scale: float) -> nn.Dense:
-    return nn.Dense(
-        features, kernel_init=nn.initializers.orthogonal(scale), bias_init=nn.initializers.zeros
-    )
+KERNEL_INITS = ("orthogonal", "lecun_uniform")
+
+
+def _dense(features: int, scale: float, init: str = "orthogonal") -> nn.Dense:
+    """A dense layer with zero bias. `orthogonal` (scaled by `scale`) is the PPO
+    convention; `lecun_uniform` ignores `scale`, as brax's networks do."""
+    if init == "orthogonal":
+        kernel = nn.initializers.orthogonal(scale)
+    elif init == "lecun_uniform":
+        kernel = nn.initializers.lecun_uniform()
+    else:
+        raise ValueError(f"kernel init {init!r} is invalid: accepted values are {', '.join(KERNEL_INITS)}.")
+    return nn.Dense(features, kernel_init=kernel, bias_init=nn.initializers.zeros)
 
 
 class MLP(nn.Module):
-    """Flattens the input, then `hidden` dense layers with orthogonal init. `[..., *obs] -> [..., H]`."""
+    """Flattens the input, then `hidden` dense layers (orthogonal init by default). `[..., *obs] -> [..., H]`."""
 
     hidden: Sequence[int] = (64, 64)
     activation: str = "tanh"
     layer_norm: bool = False
+    kernel_init: str = "orthogonal"
 
     @nn.compact
     def __call__(self, x: jax.Array, batch_dims: int = 0) -> jax.Array:
         x = x.reshape(x.shape[:batch_dims] + (-1,)).astype(jnp.float32)
         act = ACTIVATIONS[self.activation]
         for width in self.hidden:
-            x = _dense(width, np.sqrt(2.0))(x)
+            x = _dense(width, np.sqrt(2.0), self.kernel_init)(x)
             if self.layer_norm:
                 x = nn.LayerNorm()(x)
             x = act(x)
@@ -43,11 +53,12 @@ class CategoricalActor(nn.Module):
     num_actions: int
     hidden: Sequence[int] = (64, 64)
     activation: str = "tanh"
+    kernel_init: str = "orthogonal"
 
     @nn.compact
     def __call__(self, obs: jax.Array, batch_dims: int = 0) -> jax.Array:
-        h = MLP(self.hidden, self.activation)(obs, batch_dims)
-        return _dense(self.num_actions, 0.01)(h)
+        h = MLP(self.hidden, self.activation, kernel_init=self.kernel_init)(obs, batch_dims)
+        return _dense(self.num_actions, 0.01, self.kernel_init)(h)
 
 
 class GaussianActor(nn.Module):
@@ -62,13 +73,14 @@ class GaussianActor(nn.Module):
     activation: str = "tanh"
     state_dependent_std: bool = False
     init_log_std: float = 0.0
+    kernel_init: str = "orthogonal"
 
     @nn.compact
     def __call__(self, obs: jax.Array, batch_dims: int = 0):
-        h = MLP(self.hidden, self.activation)(obs, batch_dims)
-        mean = _dense(self.action_dim, 0.01)(h)
+        h = MLP(self.hidden, self.activation, kernel_init=self.kernel_init)(obs, batch_dims)
+        mean = _dense(self.action_dim, 0.01, self.kernel_init)(h)
         if self.state_dependent_std:
-            raw = _dense(self.action_dim, 0.01)(h)
+            raw = _dense(self.action_dim, 0.01, self.kernel_init)(h)
             # softplus keeps the scale positive; the floor avoids a collapse to 0.
             std = jax.nn.softplus(raw + np.log(np.expm1(np.exp(self.init_log_std)))) + 1e-3
             log_std = jnp.log(std)
@@ -86,11 +98,12 @@ class Critic(nn.Module):
     hidden: Sequence[int] = (64, 64)
     activation: str = "tanh"
     reward_dim: int | None = None
+    kernel_init: str = "orthogonal"
 
     @nn.compact
     def __call__(self, obs: jax.Array, batch_dims: int = 0) -> jax.Array:
-        h = MLP(self.hidden, self.activation)(obs, batch_dims)
-        out = _dense(self.reward_dim or 1, 1.0)(h)
+        h = MLP(self.hidden, self.activation, kernel_init=self.kernel_init)(obs, batch_dims)
+        out = _dense(self.reward_dim or 1, 1.0, self.kernel_init)(h)
         return out if self.reward_dim else out[..., 0]
 
 
