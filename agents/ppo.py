@@ -60,6 +60,9 @@ class PPOConfig:
     gae_segment: int = static(
         0, "cut the GAE trace every this many steps and bootstrap from V there (brax: its unroll of 5); 0 = never", ge=0
     )
+    recompute_gae: bool = static(
+        False, "recompute GAE in every minibatch with the current critic, on whole gae_segment unrolls (brax)"
+    )
     clip_value: bool = static(True, "PPO value clipping (PureJaxRL does it; without it 3 of 8 CartPole seeds stall)")
 
     lr: float = traced(2.5e-4, "Adam learning rate", gt=0)
@@ -91,6 +94,17 @@ class PPOConfig:
                 f"PPOConfig.gae_segment = {self.gae_segment} is invalid: it must be 0 or divide "
                 f"num_steps = {self.num_steps}."
             )
+        if self.recompute_gae and not self.gae_segment:
+            raise ValueError(
+                "PPOConfig.recompute_gae = True needs gae_segment > 0: minibatches are made of "
+                "whole segments so that GAE can be recomputed inside them."
+            )
+        if self.recompute_gae and (batch // max(self.gae_segment, 1)) % self.num_minibatches:
+            raise ValueError(
+                f"PPOConfig.num_minibatches = {self.num_minibatches} is invalid with recompute_gae: it "
+                f"must divide the number of segments num_envs*num_steps/gae_segment = "
+                f"{batch // self.gae_segment}."
+            )
         if self.total_steps < batch:
             raise ValueError(
                 f"PPOConfig.total_steps = {self.total_steps} is invalid: it must be >= "
@@ -108,14 +122,17 @@ def brax_config(**overrides: Any) -> PPOConfig:
     them; here that is 2048 envs x 80 steps. Like brax, no value clipping (with reward
     scaling 10 the value targets reach ~300, and a 0.2 clip starves the critic), no
     gradient clipping, Adam ε 1e-8, lecun-uniform init, an initial scale of softplus(0),
-    unclipped normalised observations, GAE on 5-step segments, and observation statistics
-    updated from each rollout before learning on it."""
+    unclipped normalised observations, observation statistics updated from each rollout
+    before learning on it, and GAE on 5-step segments recomputed in every minibatch with
+    the current critic. With only 6 updates in 1e6 steps the last matters most: frozen
+    advantages from the first update's untrained critic steer 128 gradient steps."""
     base = dict(
         num_envs=2048, num_steps=80, total_steps=1_000_000, update_epochs=4, num_minibatches=32,
         hidden=(32, 32, 32, 32), critic_hidden=(256, 256, 256, 256, 256), activation="silu",
         action_dist="tanh_gaussian", state_dependent_std=True, normalize_obs=True, anneal_lr=False,
         clip_value=False, lr=3e-4, gamma=0.97, ent_coef=1e-2, reward_scale=10.0, max_grad_norm=1e9,
         adam_eps=1e-8, obs_clip=float("inf"), stats_first=True, kernel_init="lecun_uniform", gae_segment=5,
+        recompute_gae=True,
         init_log_std=float(np.log(np.log(2.0))),  # brax's scale softplus(0) + 0.001
     )  # fmt: skip
     base.update(overrides)
@@ -297,8 +314,27 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
         # Training progress n/N, the extra input of temporally-aware drifts.
         progress = state.update_step.astype(jnp.float32) / num_updates
 
+        def segment_targets(critic_p, mb):
+            """GAE on `[k, S]` segments with the current critic (brax's order): returns the
+            minibatch flattened to `[k*S]` with fresh `adv` and `target`."""
+            v_all = critic.apply(critic_p, observe(params, mb["obs"]), 2)
+            v_next = critic.apply(critic_p, observe(params, mb["next_obs"]), 2)
+            v_all, v_next = jax.lax.stop_gradient(v_all), jax.lax.stop_gradient(v_next)
+            term, cut = mb["terminated"], mb["done"].at[-1].set(True)
+            if scalarize is not None:
+                term, cut = term[..., None], cut[..., None]
+            adv, target = gae(mb["reward"], v_all, v_next, term, cut, c.gamma, c.gae_lambda)
+            if scalarize is not None:
+                adv = scalarize(adv, c)
+            mb = dict(mb, adv=adv, target=target)  # "value" stays the rollout's, for value clipping
+            for k in ("next_obs", "reward", "terminated", "done"):
+                del mb[k]
+            return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), mb)
+
         def loss_fn(actor_critic, mb):
             actor_p, critic_p = actor_critic
+            if cfg.recompute_gae:
+                mb = segment_targets(critic_p, mb)
             obs = observe(params, mb["obs"])
             logp, entropy = log_prob_and_entropy(actor_p, obs, mb["action"], mb["noise"])
             log_ratio = logp - mb["logp"]
@@ -332,15 +368,38 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
             key, k_noise = jax.random.split(key)
             noise = jax.random.normal(k_noise, traj.action.shape)
         data = dict(obs=traj.obs, action=traj.action, logp=traj.logp, adv=adv, target=targets, value=values[:-1], noise=noise)
-        data = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), data)
+        if cfg.recompute_gae:
+            # Whole segments [k, num_segments]: the steps a segment needs to recompute GAE.
+            k = cfg.gae_segment
+            next_obs = jnp.where(
+                traj.done.reshape(traj.done.shape + (1,) * (traj.obs.ndim - 2)), traj.final_obs, all_obs[1:]
+            )
+            data.update(next_obs=next_obs, reward=traj.reward, terminated=traj.terminated, done=traj.done)
+            for name in ("adv", "target"):
+                del data[name]
+
+            def to_segments(x):  # [T, B, ...] -> [k, T/k * B, ...]
+                x = x.reshape((cfg.num_steps // k, k) + x.shape[1:])
+                return jnp.swapaxes(x, 0, 1).reshape((k, -1) + x.shape[3:])
+
+            data = jax.tree.map(to_segments, data)
+            num_units = batch_size // k
+
+            def take(x, perm):  # -> [num_minibatches, k, segments per minibatch, ...]
+                x = x[:, perm].reshape((k, cfg.num_minibatches, -1) + x.shape[2:])
+                return jnp.swapaxes(x, 0, 1)
+        else:
+            data = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), data)
+            num_units = batch_size
+
+            def take(x, perm):  # -> [num_minibatches, samples per minibatch, ...]
+                return x[perm].reshape((cfg.num_minibatches, -1) + x.shape[1:])
 
         def epoch(carry, _):
             actor_critic, opt_state, key = carry
             key, k_perm = jax.random.split(key)
-            perm = jax.random.permutation(k_perm, batch_size)
-            minibatches = jax.tree.map(
-                lambda x: x[perm].reshape((cfg.num_minibatches, -1) + x.shape[1:]), data
-            )
+            perm = jax.random.permutation(k_perm, num_units)
+            minibatches = jax.tree.map(lambda x: take(x, perm), data)
 
             def minibatch_step(carry, mb):
                 actor_critic, opt_state = carry
