@@ -197,6 +197,21 @@ def test_es_resume_repeats_the_uninterrupted_generations_bitwise(tmp_path):
         toy_trainer(str(tmp_path / "cut"), sigma=0.2).run(resume=True)
 
 
+def test_es_fitness_is_normalised_per_task_by_its_reference():
+    def task(name, offset, reference):
+        train = lambda k, c, e: (None, {"episode_return": jnp.stack([c.theta["a"][0] + offset])})  # noqa: E731
+        return MetaTask(name, train, ToyConfig(theta=TOY_INIT), None, reference)
+
+    es = ESConfig(population_size=4, generations=2, devices=1, eval_every=0)
+    trainer = MetaTrainer([task("x", 6.0, 2.0), task("y", 8.0, 4.0)], "theta", TOY_INIT, es, progress=False)
+    thetas = {"a": jnp.arange(12.0).reshape(4, 3), "b": jnp.zeros((4, 1, 1))}
+    scores = trainer.evaluate(trainer.inner_keys(jax.random.key(0)), thetas)  # [P, T]
+    a0 = np.arange(0.0, 12.0, 3.0)
+    np.testing.assert_allclose(scores, np.stack([(a0 + 6) / 2, (a0 + 8) / 4], 1))
+    history = trainer.run().history
+    assert {"fitness_x", "fitness_y"} <= set(history)
+
+
 def test_es_bad_input_fails_before_anything_runs():
     with pytest.raises(ValueError, match="must be even"):
         ESConfig(population_size=7)

@@ -60,7 +60,7 @@ class ESConfig:
     fitness_shaping: str = static("centered_rank", "how raw fitness becomes ES weights", choices=SHAPINGS)
     seeds: int = static(1, "inner runs per candidate and task; fitness is their mean", ge=1)
     common_seeds: bool = static(True, "every candidate of a generation uses the same inner keys")
-    chunk: int = static(1, "candidates run at once on a device: 0 = all (vmap), 1 = one by one (lax.map, bitwise equal to solo runs), k = lax.map over chunks of k", ge=0)
+    chunk: int = static(-1, "candidates run at once on a device: 0 = all (vmap), 1 = one by one (lax.map, bitwise equal to solo runs), k = lax.map over chunks of k, -1 = 1 on CPU and 0 on accelerators", ge=-1)
     devices: int = static(0, "devices the candidate axis is sharded over; 0 = the most that divide the population", ge=0)
     nan_policy: str = static("worst", "a NaN fitness (or a diverged inner run) ranks last, or stops the run", choices=NAN_POLICIES)
     eval_every: int = static(1, "score the ES mean every this many generations on fixed keys (0 = never)", ge=0)
@@ -234,9 +234,12 @@ class MetaTrainer:
             std_schedule=self.sigma_schedule,
             fitness_shaping_fn=_shaping(es.fitness_shaping),
         )
-        fit = candidate_fitness(self.tasks, field, sequential=es.chunk == 1)
-        self._population = population_fitness(fit, self.mesh, es.chunk)
-        self._eval = population_fitness(fit, self.eval_mesh, es.chunk)
+        # On CPU one-by-one is bitwise reproducible and was faster here (rlx.train's "map"
+        # population mode); accelerators need the batch to fill the device.
+        self.chunk = es.chunk if es.chunk >= 0 else (1 if jax.default_backend() == "cpu" else 0)
+        fit = candidate_fitness(self.tasks, field, sequential=self.chunk == 1)
+        self._population = population_fitness(fit, self.mesh, self.chunk)
+        self._eval = population_fitness(fit, self.eval_mesh, self.chunk)
         self._compiled: dict[str, Callable] = {}
         # Every task's base config and env params, as arguments of the compiled program.
         self.context = [(t.cfg, t.env_params) for t in self.tasks]
