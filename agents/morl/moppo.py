@@ -24,6 +24,11 @@ simplex; the advantage is standardised anyway) and takes a PPO step on them. The
 clipped ratio keeps the step local, where the linearisation holds.
 
 The learning itself is `rlx.agents.ppo`: this module only adds the preference.
+
+Departures from the C-MORL base learner (morl.md): the per-objective reward scale is a
+fixed config vector rather than running return statistics (the PPO state stays as it
+is, and the scale only conditions the critic, since the preference is applied in env
+units and the scalar advantage is standardised); the actor has no LayerNorm.
 """
 
 from __future__ import annotations

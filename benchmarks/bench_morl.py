@@ -1,0 +1,105 @@
+"""C-MORL throughput: a 6-policy stage-1 MO-PPO population and one stage-2 round.
+
+    python benchmarks/bench_morl.py                 # DST, C-MORL's official PPO settings
+    python benchmarks/bench_morl.py --updates 20    # a quicker run
+
+Rows (env steps per second, excluding and including compile):
+- stage 1, population: the 6 preferences of the 2-D lattice (step 0.2) as one program,
+  sharded over the devices (`rlx.train.Runner`);
+- stage 1, one policy at a time: the same 6 runs one after another, each its own call
+  of one compiled program: what a process-per-policy implementation does at best
+  (no process start, no IPC, no torch), measured in the same process;
+- stage 2, one round: N = 5 selected policies x 2 objectives = 10 constrained MO-PPO
+  runs of K = 20 updates, as one program (from `cmorl.run`'s timings).
+
+No PyTorch MORL peer (MORL-Baselines' PGMORL, the official C-MORL code) can run here:
+both need torch and MuJoCo; so the speed-up against them is not measured. Writes
+benchmarks/results/morl_dst.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count() or 1}")
+os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--updates", type=int, default=40, help="stage-1 MO-PPO updates per policy")
+    parser.add_argument("--k", type=int, default=20, help="constrained updates per (policy, objective)")
+    parser.add_argument("--select", type=int, default=5, help="policies selected for the stage-2 round")
+    parser.add_argument("--small", action="store_true", help="16 envs x 64 steps instead of the official 8 x 512")
+    args = parser.parse_args()
+
+    from rlx import envs
+    from rlx.agents.morl import cmorl, moppo
+    from rlx.train import make_train
+
+    env, params = envs.make("rlx/deep-sea-treasure")
+    if args.small:
+        cfg = moppo.MOPPOConfig(weights=(0.5, 0.5), num_envs=16, num_steps=64, num_minibatches=4, update_epochs=4,
+                                normalize_obs=True, reward_scale=(0.1, 1.0))  # fmt: skip
+    else:
+        cfg = moppo.cmorl_config(weights=(0.5, 0.5), reward_scale=(0.1, 1.0))
+    batch = cfg.num_envs * cfg.num_steps
+    ccfg = cmorl.CMORLConfig(init_divisions=5, init_updates=args.updates, rounds=1, num_select=args.select,
+                             constrained_updates=args.k)  # fmt: skip
+    rows = []
+
+    # C-MORL: stage 1 as a population, then one stage-2 round.
+    res = cmorl.run(env, params, cfg, ccfg, seed=0)
+    t = res.timings
+    s1_steps = res.history[0]["env_steps"]
+    rows.append(_row("stage 1, population (6 policies, one program)", s1_steps, t["stage1_compile_s"], t["stage1_s"]))
+    if len(res.history) > 1:
+        s2 = res.history[1]
+        rows.append(_row(f"stage 2, one round ({s2['policies_trained']} constrained runs x {args.k} updates)",
+                         s2["env_steps"] - s1_steps, t["stage2_compile_s"], t["stage2_s"]))  # fmt: skip
+
+    # The same six stage-1 runs one at a time (one compiled program, called six times).
+    pop = cmorl.stage1_population(cfg, 2, 5, args.updates, 0)
+    template = jax.tree.map(lambda x: x[0], pop.cfg)
+    agent = moppo.make_agent(env, template)
+    train = jax.jit(make_train(agent, template))
+    t0 = time.perf_counter()
+    compiled = train.lower(pop.keys[0], template, params).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(len(pop.members)):
+        jax.block_until_ready(compiled(pop.keys[i], jax.tree.map(lambda x: x[i], pop.cfg), params))
+    seq_s = time.perf_counter() - t0
+    rows.append(_row("stage 1, one policy at a time (6 calls)", len(pop.members) * args.updates * batch, compile_s, seq_s))
+
+    setting = f"DST convex, {cfg.num_envs} envs x {cfg.num_steps} steps, {cfg.update_epochs} epochs x {cfg.num_minibatches} minibatches"
+    print(f"\n{setting}; {len(jax.devices())} {jax.default_backend()} device(s)\n")
+    print("| what | env steps | compile s | run s | env-steps/s | incl. compile |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['what']} | {r['steps']:,} | {r['compile_s']:.1f} | {r['run_s']:.1f} | {r['sps']:,.0f} | {r['sps_incl']:,.0f} |")
+    pop_row, seq_row = rows[0], rows[-1]
+    print(f"\npopulation / one-at-a-time: {pop_row['sps'] / seq_row['sps']:.2f}x excluding compile, "
+          f"{pop_row['sps_incl'] / seq_row['sps_incl']:.2f}x including it")  # fmt: skip
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "morl_dst.json"), "w") as fh:
+        json.dump(dict(setting=setting, backend=jax.default_backend(), devices=len(jax.devices()), rows=rows,
+                       final_hv=res.history[-1]["hypervolume"]), fh, indent=2)  # fmt: skip
+
+
+def _row(what, steps, compile_s, run_s):
+    return dict(what=what, steps=int(steps), compile_s=compile_s, run_s=run_s, sps=steps / run_s,
+                sps_incl=steps / (run_s + compile_s))  # fmt: skip
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
