@@ -1,0 +1,205 @@
+"""GROOVE (Jackson et al. 2023): a regret-driven curriculum of grid-world levels for
+meta-training LPG, in the style of prioritised level replay.
+
+A level's **algorithmic regret** is `A2C return - LPG return`: the exact expected return
+of an A2C agent trained from scratch on the level for the level's lifetime (the
+antagonist), minus that of an agent trained by the current learned rule (the ES mean).
+The antagonist's run does not depend on the meta-parameters, so it is computed **once per
+level**, when the level first appears, and kept in the buffer (`antagonist`); only the
+LPG side is recomputed when a level is replayed.
+
+Alternative scores, also from the antagonist's run (once per level): positive value loss
+(PVL, mean of the positive GAE advantages of its final rollout) and MaxMC (mean of
+`max return seen - V(s)` over that rollout). `score = "uniform"` never replays.
+
+    buf = init_buffer(capacity, template_level)
+    levels, idx = sample(key, buf, dist, n, replay_prob)        # idx = -1 for fresh levels
+    buf = update(buf, idx, levels, scores, antagonist, pvl, maxmc)
+
+`run(...)` is the whole loop around the part-1 `MetaTrainer`: each generation draws its
+levels, every ES candidate trains a fresh agent on all of them for their full lifetimes
+(the same levels for every ± pair: antithetic task sampling), and the buffer is updated.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rlx.agents.meta import lpg
+from rlx.envs import meta_grid as mg
+
+SCORES = ("regret", "pvl", "maxmc", "uniform")
+
+
+@flax.struct.dataclass
+class LevelBuffer:
+    levels: mg.Level  # [C]
+    score: jax.Array  # float32 [C], the priority score (higher = replayed more)
+    antagonist: jax.Array  # float32 [C], A2C's exact return (once per level)
+    pvl: jax.Array  # float32 [C]
+    maxmc: jax.Array  # float32 [C]
+    valid: jax.Array  # bool [C]
+    replays: jax.Array  # int32 [C]
+
+
+def init_buffer(capacity: int, template: mg.Level) -> LevelBuffer:
+    """An empty buffer of `capacity` levels shaped like `template` (one level)."""
+    if capacity < 1:
+        raise ValueError(f"init_buffer: capacity = {capacity} is invalid: it must be >= 1.")
+    z = jnp.zeros(capacity)
+    levels = jax.tree.map(lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype), template)
+    return LevelBuffer(levels, z, z, z, z, jnp.zeros(capacity, bool), jnp.zeros(capacity, jnp.int32))
+
+
+def replay_weights(buf: LevelBuffer, temperature: float = 1.0) -> jax.Array:
+    """[C] rank prioritisation over valid entries: h = (1 / rank)^(1/temperature)."""
+    order = jnp.argsort(-jnp.where(buf.valid, buf.score, -jnp.inf))
+    rank = jnp.empty_like(order).at[order].set(jnp.arange(1, order.size + 1))
+    w = jnp.where(buf.valid, (1.0 / rank) ** (1.0 / temperature), 0.0)
+    return w / jnp.maximum(w.sum(), 1e-12)
+
+
+def sample(key, buf: LevelBuffer, dist: mg.GridDistribution, n: int, replay_prob: float,
+           temperature: float = 1.0) -> tuple[mg.Level, jax.Array]:  # fmt: skip
+    """`n` levels: each replayed from the buffer with probability `replay_prob` (when it
+    holds any), else fresh from `dist`. Returns (levels [n], buffer index or -1 [n])."""
+    k_coin, k_pick, k_new = jax.random.split(key, 3)
+    fresh = mg.sample_levels(k_new, dist, n)
+    replay = (jax.random.uniform(k_coin, (n,)) < replay_prob) & buf.valid.any()
+    idx = jax.random.choice(k_pick, buf.valid.size, (n,), p=replay_weights(buf, temperature))
+    pick = jax.tree.map(lambda b: b[idx], buf.levels)
+    levels = jax.tree.map(lambda a, b: jnp.where(replay.reshape((n,) + (1,) * (a.ndim - 1)), b, a), fresh, pick)
+    return levels, jnp.where(replay, idx, -1)
+
+
+def update(buf: LevelBuffer, idx: jax.Array, levels: mg.Level, score: jax.Array, antagonist: jax.Array,
+           pvl: jax.Array, maxmc: jax.Array) -> LevelBuffer:  # fmt: skip
+    """Replayed levels (idx >= 0) get their new score; fresh levels take the slot of the
+    lowest-scoring entry (empty slots first) when they score higher than it."""
+    buf = buf.replace(score=buf.score.at[jnp.where(idx >= 0, idx, buf.score.size)].set(score, mode="drop"),
+                      replays=buf.replays.at[jnp.where(idx >= 0, idx, buf.score.size)].add(1, mode="drop"))  # fmt: skip
+
+    def insert(buf, i):
+        worst = jnp.argmin(jnp.where(buf.valid, buf.score, -jnp.inf))
+        take = (idx[i] < 0) & (~buf.valid[worst] | (score[i] > buf.score[worst]))
+        put = lambda b, x: b.at[worst].set(jnp.where(take, x, b[worst]))  # noqa: E731
+        new = buf.replace(
+            levels=jax.tree.map(lambda b, l: put(b, l[i]), buf.levels, levels), score=put(buf.score, score[i]),
+            antagonist=put(buf.antagonist, antagonist[i]), pvl=put(buf.pvl, pvl[i]), maxmc=put(buf.maxmc, maxmc[i]),
+            valid=put(buf.valid, True), replays=put(buf.replays, 0),
+        )  # fmt: skip
+        return new, None
+
+    buf, _ = jax.lax.scan(insert, buf, jnp.arange(idx.size))
+    return buf
+
+
+class Antagonist(NamedTuple):
+    ret: jax.Array  # exact expected return of the trained A2C agent
+    pvl: jax.Array
+    maxmc: jax.Array
+
+
+def make_antagonist(env: mg.MetaGrid, a2c_cfg: lpg.LPGConfig) -> Callable:
+    """`antagonist(key, level) -> Antagonist`: A2C from scratch for the level's lifetime, its
+    exact return, and PVL / MaxMC from one more rollout with its final policy and critic."""
+    if a2c_cfg.update_rule != "a2c":
+        raise ValueError(f"make_antagonist: a2c_cfg.update_rule = {a2c_cfg.update_rule!r}, expected 'a2c'.")
+    train = lpg.make_train(env, a2c_cfg)
+
+    def antagonist(key, level):
+        state, metrics = train(key, a2c_cfg, level)
+        state, traj = lpg.rollout(state, env, a2c_cfg, level)
+        v = lpg._mlp(state.params["y"], traj.obs)[..., 0]
+        v_next = lpg._mlp(state.params["y"], traj.next_obs)[..., 0]
+        adv, ret = lpg.gae(traj.reward, v, v_next, traj.terminated, traj.done, a2c_cfg.gamma, a2c_cfg.lam)
+        pvl = jnp.mean(jnp.maximum(adv, 0.0))
+        maxmc = jnp.mean(jnp.max(ret) - v)
+        return Antagonist(metrics["return"][0], pvl, maxmc)
+
+    return antagonist
+
+
+def regret(antagonist_return: jax.Array, agent_return: jax.Array) -> jax.Array:
+    """Algorithmic regret: A2C's return minus the LPG agent's, both exact."""
+    return antagonist_return - agent_return
+
+
+class GrooveResult(NamedTuple):
+    mean: Any  # final ES mean (meta-network parameters)
+    history: dict  # per generation: fitness, regret and level statistics
+    drawn: dict  # every drawn level's statistics, concatenated over generations
+    buffer: LevelBuffer
+
+
+def run(env: mg.MetaGrid, cfg: lpg.LPGConfig, a2c_cfg: lpg.LPGConfig, dist: mg.GridDistribution, init: Any,
+        es: Any, levels_per_generation: int, score: str = "regret", capacity: int = 4000,
+        replay_prob: float = 0.5, temperature: float = 1.0, seed: int = 0, progress: bool = False) -> GrooveResult:  # fmt: skip
+    """Meta-train LPG with OpenES (part 1's `MetaTrainer`) on a curriculum scored by
+    `score` (one of SCORES; "uniform" draws only fresh levels)."""
+    from rlx.agents.meta.es import MetaTask, MetaTrainer
+
+    if score not in SCORES:
+        raise ValueError(f"groove.run: score = {score!r} is invalid: accepted values are {SCORES}.")
+    if not 0.0 <= replay_prob <= 1.0:
+        raise ValueError(f"groove.run: replay_prob = {replay_prob} is invalid: it must be in [0, 1].")
+    L = levels_per_generation
+    key = jax.random.key(seed)
+    first = mg.sample_levels(key, dist, L)
+    train = lpg.make_train(env, cfg)
+    trainer = MetaTrainer([MetaTask("grid", train, cfg, first)], "lpg_params", init, es, progress=False)
+    antagonist = jax.jit(jax.vmap(make_antagonist(env, a2c_cfg)))
+    per_level = jax.jit(jax.vmap(lambda k, c, l: train(k, c, l)[1]["return"][0], (0, None, 0)))
+    sample_fn = jax.jit(sample, static_argnums=(2, 3))
+    update_fn = jax.jit(update)
+    buf = init_buffer(capacity, jax.tree.map(lambda x: x[0], first))
+    strategy, params = trainer.strategy, trainer.strategy.default_params
+    state = trainer.init_state()
+    hist: dict[str, list] = {k: [] for k in ("generation", "fitness_mean", "fitness_max", "regret_mean", "replayed",
+                                              "optimal_return", "lifetime", "episode_length", "seconds")}  # fmt: skip
+    drawn: dict[str, list] = {k: [] for k in ("generation", "replayed", "optimal_return", "lifetime",
+                                              "episode_length", "size", "num_objects", "regret")}  # fmt: skip
+    for g in range(es.generations):
+        t0 = time.perf_counter()
+        k_ask, k_inner, k_tell = trainer.generation_keys(g)
+        k_lv, k_ant, k_reg = jax.random.split(jax.random.fold_in(key, g), 3)
+        rp = 0.0 if score == "uniform" else replay_prob
+        levels, idx = sample_fn(k_lv, buf, dist, L, rp, temperature)
+        ant = antagonist(jax.random.split(k_ant, L), levels)
+        # Replayed levels keep the antagonist numbers computed when they were first seen.
+        old = np.asarray(idx) >= 0
+        safe = np.where(old, np.asarray(idx), 0)
+        ant = Antagonist(*[jnp.where(old, np.asarray(b)[safe], a) for a, b in zip(ant, (buf.antagonist, buf.pvl, buf.maxmc))])
+        trainer.context = [(cfg, levels)]
+        thetas, state = strategy.ask(k_ask, state, params)
+        fit = trainer.evaluate(trainer.inner_keys(k_inner), thetas)[:, 0]
+        shaped = np.where(np.isfinite(fit), fit, -np.inf)
+        state, _ = strategy.tell(k_tell, thetas, -shaped, state, params)
+        state = state.replace(std=trainer.sigma_schedule(g + 1))
+        mean = strategy.get_mean(state)
+        agent_ret = per_level(jax.random.split(k_reg, L), cfg.replace(lpg_params=mean), levels)
+        reg = regret(ant.ret, agent_ret)
+        new_score = {"regret": reg, "pvl": ant.pvl, "maxmc": ant.maxmc, "uniform": reg}[score]
+        buf = update_fn(buf, idx, levels, new_score, ant.ret, ant.pvl, ant.maxmc)
+        opt = jax.vmap(lambda l: mg.optimal_return(env, l))(levels)
+        for k, v in (("generation", np.full(L, g)), ("replayed", old), ("optimal_return", opt),
+                     ("lifetime", levels.lifetime), ("episode_length", levels.max_steps_in_episode),
+                     ("size", levels.size), ("num_objects", levels.num_objects), ("regret", reg)):  # fmt: skip
+            drawn[k].append(np.asarray(v, float))
+        row = dict(generation=g, fitness_mean=float(np.nanmean(fit)), fitness_max=float(np.nanmax(fit)),
+                   regret_mean=float(np.mean(reg)), replayed=float(old.mean()), optimal_return=float(np.mean(opt)),
+                   lifetime=float(np.mean(levels.lifetime)), episode_length=float(np.mean(levels.max_steps_in_episode)),
+                   seconds=time.perf_counter() - t0)  # fmt: skip
+        for k in hist:
+            hist[k].append(row[k])
+        if progress:
+            print(f"groove[{score}] gen {g + 1}/{es.generations} fitness {row['fitness_mean']:.3f} "
+                  f"regret {row['regret_mean']:.3f} replayed {row['replayed']:.2f} {row['seconds']:.1f} s", flush=True)  # fmt: skip
+    return GrooveResult(strategy.get_mean(state), {k: np.asarray(v) for k, v in hist.items()},
+                        {k: np.concatenate(v) for k, v in drawn.items()}, buf)  # fmt: skip
