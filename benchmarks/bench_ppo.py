@@ -38,7 +38,10 @@ def row(system, setting, compile_s, run_s, steps, curve_steps=None, curve_return
 
 
 # -- rlx ---------------------------------------------------------------------------------
-def rlx_ppo(env_name, cfg, seeds, threshold, env_kwargs=None):
+def rlx_ppo(env_name, cfg, seeds, threshold, env_kwargs=None, evaluate=False):
+    """`evaluate`: curve and final return from deterministic evaluation after every update
+    (16 episodes; its time counts as run time), brax.training's own metric. Use it where
+    episodes are long and few stochastic training episodes finish."""
     from rlx import envs
     from rlx.agents import ppo
     from rlx.population import default_devices, make_population
@@ -47,12 +50,14 @@ def rlx_ppo(env_name, cfg, seeds, threshold, env_kwargs=None):
     env, params = envs.make(env_name, **(env_kwargs or {}))
     agent = ppo.make_agent(env, cfg)
     pop = make_population(cfg, seeds=seeds)
-    runner = Runner(agent, pop, params, None, chunk_updates=cfg.num_updates, devices=default_devices(seeds), progress=False)
+    extra = dict(chunk_updates=1, eval_env=env, eval_every=1) if evaluate else dict(chunk_updates=cfg.num_updates)
+    runner = Runner(agent, pop, params, None, devices=default_devices(seeds), progress=False, **extra)
     res = runner.run()
     t = res.timings
-    ret = np.nanmean(res.metrics["episode_return"], 0)
+    column = "eval_return" if evaluate else "episode_return"
+    ret = np.nanmean(res.metrics[column], 0)
     steps = res.metrics["env_steps"][0]
-    final = float(np.nanmean(res.metrics["episode_return"][:, -max(1, ret.size // 20):]))
+    final = float(np.nanmean(res.metrics[column][:, -max(1, ret.size // 20):]))
     return row("rlx", f"{env_name}, {seeds} seed(s), {runner.devices} device(s)", t["compile_s"] + t["init_s"],
                t["run_s"], seeds * cfg.total_steps, steps, ret, threshold, final)  # fmt: skip
 
@@ -168,7 +173,7 @@ def main(suite: str) -> list[dict]:
             rows.append(guarded("rejax 0.1.3", f"CartPole, {seeds} seed(s)", rejax_ppo_cartpole, seeds, cfg.total_steps, 475))
     elif suite == "brax":
         rows.append(rlx_ppo("brax/inverted_pendulum", ppo.brax_config(total_steps=1_000_000), 1, 900,
-                            {"backend": "generalized"}))  # fmt: skip
+                            {"backend": "generalized"}, evaluate=True))  # fmt: skip
         rows.append(guarded("brax.training", "inverted_pendulum", brax_ppo_inverted_pendulum, 1_000_000, 900))
     else:
         raise SystemExit(f"unknown suite {suite!r}: accepted values are cartpole, brax")
