@@ -136,17 +136,24 @@ class GrooveResult(NamedTuple):
     history: dict  # per generation: fitness, regret and level statistics
     drawn: dict  # every drawn level's statistics, concatenated over generations
     buffer: LevelBuffer
+    held_out: np.ndarray | None  # [H] final mean's return / optimum on the held-out levels
 
 
 def run(env: mg.MetaGrid, cfg: lpg.LPGConfig, a2c_cfg: lpg.LPGConfig, dist: mg.GridDistribution, init: Any,
-        es: Any, levels_per_generation: int, score: str = "regret", capacity: int = 4000,
-        replay_prob: float = 0.5, temperature: float = 1.0, seed: int = 0, progress: bool = False) -> GrooveResult:  # fmt: skip
-    """Meta-train LPG with OpenES (part 1's `MetaTrainer`) on a curriculum scored by
-    `score` (one of SCORES; "uniform" draws only fresh levels)."""
+        es: Any, levels_per_generation: int, scores: tuple = ("regret", "uniform"), capacity: int = 4000,
+        replay_prob: float = 0.5, temperature: float = 1.0, seed: int = 0, progress: bool = False,
+        held_out: mg.Level | None = None) -> dict:  # fmt: skip
+    """Meta-train LPG with OpenES (part 1's `MetaTrainer` evaluates the candidates) once per
+    curriculum in `scores` (each one of SCORES; "uniform" draws only fresh levels), all
+    from the same start and ES keys. Every compiled piece is shared between curricula.
+    `held_out` (a batch of levels, a multiple of `levels_per_generation`) scores each
+    final ES mean, and `init` under key "init", by return / optimum.
+    Returns `{score: GrooveResult}` (plus "init" with only `held_out` when given)."""
     from rlx.agents.meta.es import MetaTask, MetaTrainer
 
-    if score not in SCORES:
-        raise ValueError(f"groove.run: score = {score!r} is invalid: accepted values are {SCORES}.")
+    for score in scores:
+        if score not in SCORES:
+            raise ValueError(f"groove.run: score = {score!r} is invalid: accepted values are {SCORES}.")
     if not 0.0 <= replay_prob <= 1.0:
         raise ValueError(f"groove.run: replay_prob = {replay_prob} is invalid: it must be in [0, 1].")
     L = levels_per_generation
@@ -154,28 +161,63 @@ def run(env: mg.MetaGrid, cfg: lpg.LPGConfig, a2c_cfg: lpg.LPGConfig, dist: mg.G
     first = mg.sample_levels(key, dist, L)
     train = lpg.make_train(env, cfg)
     trainer = MetaTrainer([MetaTask("grid", train, cfg, first)], "lpg_params", init, es, progress=False)
-    antagonist = jax.jit(jax.vmap(make_antagonist(env, a2c_cfg)))
+    one = make_antagonist(env, a2c_cfg)
+
+    @jax.jit
+    def antagonist(keys, levels, fresh, cached):
+        # lax.map + cond really skips replayed levels: A2C runs once per level, when it is new.
+        def f(x):
+            k, lv, new, old = x
+            return jax.lax.cond(new, lambda: one(k, lv), lambda: old)
+
+        return jax.lax.map(f, (keys, levels, fresh, cached))
     per_level = jax.jit(jax.vmap(lambda k, c, l: train(k, c, l)[1]["return"][0], (0, None, 0)))
+    optimum = jax.jit(jax.vmap(lambda l: mg.optimal_return(env, l)))
     sample_fn = jax.jit(sample, static_argnums=(2, 3))
     update_fn = jax.jit(update)
+    def test(params):
+        if held_out is None:
+            return None
+        out = []
+        for i in range(0, held_out.size.shape[0], L):
+            lv = jax.tree.map(lambda x: x[i:i + L], held_out)
+            ret = per_level(jax.random.split(jax.random.fold_in(key, 10**6 + i), L), cfg.replace(lpg_params=params), lv)
+            out.append(np.asarray(lpg.normalised(ret, optimum(lv))))
+        return np.concatenate(out)
+
+    results = {}
+    for score in scores:
+        r = _curriculum(score, trainer, cfg, dist, L, key, antagonist, per_level, optimum, sample_fn, update_fn,
+                        capacity, replay_prob, temperature, first, es, progress)  # fmt: skip
+        results[score] = r._replace(held_out=test(r.mean))
+    if held_out is not None:
+        results["init"] = GrooveResult(init, {}, {}, None, test(init))
+    return results
+
+
+def _curriculum(score, trainer, cfg, dist, L, key, antagonist, per_level, optimum, sample_fn, update_fn, capacity,
+                replay_prob, temperature, first, es, progress) -> GrooveResult:  # fmt: skip
     buf = init_buffer(capacity, jax.tree.map(lambda x: x[0], first))
     strategy, params = trainer.strategy, trainer.strategy.default_params
     state = trainer.init_state()
     hist: dict[str, list] = {k: [] for k in ("generation", "fitness_mean", "fitness_max", "regret_mean", "replayed",
-                                              "optimal_return", "lifetime", "episode_length", "seconds")}  # fmt: skip
+                                              "optimal_return", "lifetime", "episode_length", "antagonist_runs",
+                                              "seconds")}  # fmt: skip
     drawn: dict[str, list] = {k: [] for k in ("generation", "replayed", "optimal_return", "lifetime",
                                               "episode_length", "size", "num_objects", "regret")}  # fmt: skip
+    antagonist_runs = 0
     for g in range(es.generations):
         t0 = time.perf_counter()
         k_ask, k_inner, k_tell = trainer.generation_keys(g)
         k_lv, k_ant, k_reg = jax.random.split(jax.random.fold_in(key, g), 3)
         rp = 0.0 if score == "uniform" else replay_prob
         levels, idx = sample_fn(k_lv, buf, dist, L, rp, temperature)
-        ant = antagonist(jax.random.split(k_ant, L), levels)
         # Replayed levels keep the antagonist numbers computed when they were first seen.
         old = np.asarray(idx) >= 0
-        safe = np.where(old, np.asarray(idx), 0)
-        ant = Antagonist(*[jnp.where(old, np.asarray(b)[safe], a) for a, b in zip(ant, (buf.antagonist, buf.pvl, buf.maxmc))])
+        safe = jnp.asarray(np.where(old, np.asarray(idx), 0))
+        cached = Antagonist(buf.antagonist[safe], buf.pvl[safe], buf.maxmc[safe])
+        ant = antagonist(jax.random.split(k_ant, L), levels, jnp.asarray(~old), cached)
+        antagonist_runs += int((~old).sum())
         trainer.context = [(cfg, levels)]
         thetas, state = strategy.ask(k_ask, state, params)
         fit = trainer.evaluate(trainer.inner_keys(k_inner), thetas)[:, 0]
@@ -187,7 +229,7 @@ def run(env: mg.MetaGrid, cfg: lpg.LPGConfig, a2c_cfg: lpg.LPGConfig, dist: mg.G
         reg = regret(ant.ret, agent_ret)
         new_score = {"regret": reg, "pvl": ant.pvl, "maxmc": ant.maxmc, "uniform": reg}[score]
         buf = update_fn(buf, idx, levels, new_score, ant.ret, ant.pvl, ant.maxmc)
-        opt = jax.vmap(lambda l: mg.optimal_return(env, l))(levels)
+        opt = optimum(levels)
         for k, v in (("generation", np.full(L, g)), ("replayed", old), ("optimal_return", opt),
                      ("lifetime", levels.lifetime), ("episode_length", levels.max_steps_in_episode),
                      ("size", levels.size), ("num_objects", levels.num_objects), ("regret", reg)):  # fmt: skip
@@ -195,11 +237,11 @@ def run(env: mg.MetaGrid, cfg: lpg.LPGConfig, a2c_cfg: lpg.LPGConfig, dist: mg.G
         row = dict(generation=g, fitness_mean=float(np.nanmean(fit)), fitness_max=float(np.nanmax(fit)),
                    regret_mean=float(np.mean(reg)), replayed=float(old.mean()), optimal_return=float(np.mean(opt)),
                    lifetime=float(np.mean(levels.lifetime)), episode_length=float(np.mean(levels.max_steps_in_episode)),
-                   seconds=time.perf_counter() - t0)  # fmt: skip
+                   antagonist_runs=antagonist_runs, seconds=time.perf_counter() - t0)  # fmt: skip
         for k in hist:
             hist[k].append(row[k])
         if progress:
             print(f"groove[{score}] gen {g + 1}/{es.generations} fitness {row['fitness_mean']:.3f} "
                   f"regret {row['regret_mean']:.3f} replayed {row['replayed']:.2f} {row['seconds']:.1f} s", flush=True)  # fmt: skip
     return GrooveResult(strategy.get_mean(state), {k: np.asarray(v) for k, v in hist.items()},
-                        {k: np.concatenate(v) for k, v in drawn.items()}, buf)  # fmt: skip
+                        {k: np.concatenate(v) for k, v in drawn.items()}, buf, None)  # fmt: skip

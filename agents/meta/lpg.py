@@ -75,7 +75,12 @@ class LPGConfig:
 
 
 def _concrete_int(x):
-    return None if isinstance(x, jax.core.Tracer) else int(np.max(np.asarray(x)))
+    """max(x) as an int when x is concrete (not a tracer or a lowering placeholder), else None."""
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (np.ndarray, jax.Array)) and not isinstance(x, jax.core.Tracer):
+        return int(np.max(np.asarray(x))) if np.size(x) else None
+    return None
 
 
 # -- the meta-network --------------------------------------------------------------------------
@@ -305,3 +310,38 @@ def normalised(ret: jax.Array, opt: jax.Array) -> jax.Array:
 
 def policy_return(env, level, probs):
     return mg.policy_return(env, level, probs)
+
+
+def make_task_train(env: mg.MetaGrid, cfg: LPGConfig, dist: mg.GridDistribution, num_levels: int):
+    """`train(key, cfg, env_params)` that draws `num_levels` fresh levels from `dist` with
+    its key and trains one agent on each (env_params is ignored). With the ES trainer's
+    common seeds, every candidate of a generation (both halves of each ± pair) meets the
+    same levels, and each generation meets new ones."""
+    if dist.lifetime[1] > cfg.max_lifetime and not _concrete_int(cfg.lifetime):
+        raise ValueError(
+            f"GridDistribution.lifetime = {dist.lifetime} reaches past LPGConfig.max_lifetime = {cfg.max_lifetime}."
+        )
+    if (dist.max_size, dist.max_objects) != (env.max_size, env.max_objects):
+        raise ValueError(f"GridDistribution max_size/max_objects = {(dist.max_size, dist.max_objects)} differ from "
+                         f"the env's {(env.max_size, env.max_objects)}.")  # fmt: skip
+    train = make_train(env, cfg)
+
+    def task_train(key, cfg, env_params=None):
+        k_levels, k_run = jax.random.split(key)
+        return train(k_run, cfg, mg.sample_levels(k_levels, dist, num_levels))
+
+    return task_train
+
+
+def make_evaluate(env: mg.MetaGrid, cfg: LPGConfig):
+    """`evaluate(key, cfg, levels [L], lifetime=0) -> [L]`: the normalised final return of a
+    fresh agent trained by `cfg`'s rule on each level (for `lifetime` updates when > 0,
+    else each level's own). Compiled once per static config."""
+    train = make_train(env, cfg)
+    run = jax.jit(jax.vmap(lambda k, c, l: train(k, c, l)[1]["episode_return"][0], (0, None, 0)))
+
+    def evaluate(key, cfg, levels, lifetime=0):
+        keys = jax.random.split(key, levels.size.shape[0])
+        return np.asarray(run(keys, cfg.replace(lifetime=jnp.int32(lifetime)), levels))
+
+    return evaluate
