@@ -77,9 +77,15 @@ def _grid(mdp):
     return T.exact_grid(mdp, HORIZON)
 
 
-def _law(mdp, policy, grid, c0):
+@jax.jit
+def _start_law(mdp, policy, grid, c0):
     nu = T.evaluate_policy(mdp, policy, grid, 1.0, horizon=HORIZON)
-    return np.asarray(T.start_distribution(mdp, nu, grid, c0), np.float64)
+    return T.start_distribution(mdp, nu, grid, c0)
+
+
+def _law(mdp, policy, grid, c0):
+    # One compiled evaluation for every method and tau (an eager scan recompiles per call).
+    return np.asarray(_start_law(mdp, jnp.asarray(policy, jnp.int32), grid, jnp.asarray(c0, grid.stocks.dtype)), np.float64)
 
 
 def stock_dvi(mdp, tau):
@@ -96,10 +102,15 @@ def risk_neutral(mdp, tau):
 
 def naive_cvar_greedy(mdp, tau):
     grid = _grid(mdp)
-    pol, _ = jax.jit(T.dvi_without_stock, static_argnums=(1, 4))(
-        mdp, lambda z, p: dist.cvar(z, p, tau), grid, 1.0, HORIZON)
+    pol = _naive_policy(mdp, grid, jnp.asarray(tau, grid.atoms.dtype))
     pol = np.broadcast_to(np.asarray(pol)[:, :, None], pol.shape + (grid.num_stocks,))
     return _law(mdp, pol, grid, 0.0), None
+
+
+@jax.jit
+def _naive_policy(mdp, grid, tau):
+    """tau is traced: one compile serves every tau."""
+    return T.dvi_without_stock(mdp, lambda z, p: dist.cvar(z, p, tau), grid, 1.0, HORIZON)[0]
 
 
 METHODS = {"stock DVI (tabular)": stock_dvi, "risk-neutral optimum": risk_neutral,
@@ -117,16 +128,16 @@ def deep_cvar(mdp, scale):
     n, S = cfg_scale["episodes"], mdp.num_states
 
     def per_tau(state, c, ep, key):
+        # vmapped over tau (not a Python loop): one evaluation loop in the compiled program.
         k_search, k_play = jax.random.split(key)
-        best, returns = [], []
-        for tau in TAUS:
-            c0, _ = deep.select_c0(value_fn, state.params, c, env, ep, k_search, tau, c0s)
-            best.append(c0)
-            returns.append(deep.evaluate(agent, state.params, c, env, ep, k_play, c0, n)["return"])
+        best = jax.vmap(lambda tau: deep.select_c0(value_fn, state.params, c, env, ep, k_search, tau, c0s)[0])(
+            jnp.asarray(TAUS, jnp.float32))
+        returns = jax.vmap(lambda c0: deep.evaluate(agent, state.params, c, env, ep, k_play, c0, n)["return"])(best)
         # First-step greedy action in every cell at a few stocks (the policy maps).
         cells = {"obs": jnp.eye(S), "time_to_go": jnp.full((S,), HORIZON, jnp.int32)}
-        maps = [jnp.argmax(value_fn(state.params, {**cells, "stock": jnp.full((S,), st)}, c), -1) for st in MAP_STOCKS]
-        return jnp.stack(best), jnp.stack(returns), jnp.stack(maps)
+        maps = jax.vmap(lambda st: jnp.argmax(value_fn(state.params, {**cells, "stock": jnp.full((S,), st)}, c), -1))(
+            jnp.asarray(MAP_STOCKS, jnp.float32))
+        return best, returns, maps
 
     (best, returns, maps), _, seconds = common.train_and_evaluate(agent, [cfg], [params], cfg_scale["seeds"], per_tau)
     TIMINGS["DηN"] = seconds
