@@ -21,6 +21,8 @@ TINY = dict(num_envs=2, num_steps=5, max_lifetime=40, **META)
 def _cfg(temporal=False, rule="lpg", key=1, **kw):
     params = lpg.init_params(jax.random.key(key), temporal, hidden=8, y_bins=4, phi_hidden=4, scale=2.0)
     params["pi_w"] = jax.random.normal(jax.random.key(key + 7), params["pi_w"].shape)  # a non-trivial rule
+    # lifetime as an int32 array: overriding it later reuses the compiled program.
+    kw = {"lifetime": jnp.int32(0), **kw}
     return lpg.LPGConfig(**{**TINY, **kw}, temporal=temporal, update_rule=rule, lpg_params=params)
 
 
@@ -158,16 +160,16 @@ def antagonist():
     return jax.jit(groove.make_antagonist(ENV, a2c))
 
 
-def test_regret_of_a_level_with_known_optimum_matches_its_definition(antagonist):
+def test_regret_of_a_level_with_known_optimum_matches_its_definition(antagonist, ta_train):
     # Only "right" reaches the object, which pays 1 and ends the episode: optimum 1; a uniform
     # policy collects with probability 1/5 per step, so it returns 1 - 0.8^6.
     assert float(mg.optimal_return(ENV, CORRIDOR)) == pytest.approx(1.0, abs=1e-6)
     uniform = jnp.full((ENV.num_states, 5), 0.2)
     assert float(mg.policy_return(ENV, CORRIDOR, uniform)) == pytest.approx(1 - 0.8**6, rel=1e-5)
     # An LPG whose π̂ head is zero never changes its (uniform) policy.
-    zero = _cfg()
-    zero = zero.replace(lpg_params={**zero.lpg_params, "pi_w": jnp.zeros_like(zero.lpg_params["pi_w"])})
-    _, m = jax.jit(lpg.make_train(ENV, zero))(jax.random.key(0), zero, CORRIDOR)
+    cfg, train = ta_train
+    zero = cfg.replace(lpg_params={**cfg.lpg_params, "pi_w": jnp.zeros_like(cfg.lpg_params["pi_w"])})
+    _, m = train(jax.random.key(0), zero, CORRIDOR)
     assert float(m["return"][0]) == pytest.approx(1 - 0.8**6, rel=1e-5)
     ant = antagonist(jax.random.key(0), CORRIDOR)
     r = groove.regret(ant.ret, m["return"][0])
@@ -194,7 +196,7 @@ def test_bad_levels_give_finite_optimum_regret_and_training(rows, objects, expec
 def test_buffer_replaces_the_lowest_scores_and_replays_by_rank():
     dist = mg.GridDistribution(min_size=2, max_size=3, max_objects=2, walls=1)
     buf = groove.init_buffer(3, jax.tree.map(lambda x: x[0], LEVELS))
-    lv = mg.sample_levels(jax.random.key(0), dist, 4)
+    lv = jax.jit(mg.sample_levels, static_argnums=(1, 2))(jax.random.key(0), dist, 4)
     z = jnp.zeros(4)
     update = jax.jit(groove.update)
     buf = update(buf, -jnp.ones(4, int), lv, jnp.array([0.5, 0.1, 0.9, 0.3]), z, z, z)

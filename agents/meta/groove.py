@@ -49,11 +49,12 @@ class LevelBuffer:
 
 
 def init_buffer(capacity: int, template: mg.Level) -> LevelBuffer:
-    """An empty buffer of `capacity` levels shaped like `template` (one level)."""
+    """An empty buffer of `capacity` levels shaped like `template` (one level, or its
+    `jax.eval_shape`)."""
     if capacity < 1:
         raise ValueError(f"init_buffer: capacity = {capacity} is invalid: it must be >= 1.")
     z = jnp.zeros(capacity)
-    levels = jax.tree.map(lambda x: jnp.zeros((capacity,) + jnp.shape(x), jnp.asarray(x).dtype), template)
+    levels = jax.tree.map(lambda x: jnp.zeros((capacity,) + tuple(x.shape), x.dtype), template)
     return LevelBuffer(levels, z, z, z, z, jnp.zeros(capacity, bool), jnp.zeros(capacity, jnp.int32))
 
 
@@ -143,13 +144,17 @@ def run(env: mg.MetaGrid, cfg: lpg.LPGConfig, a2c_cfg: lpg.LPGConfig, dist: mg.G
         es: Any, levels_per_generation: int, scores: tuple = ("regret", "uniform"), capacity: int = 4000,
         replay_prob: float = 0.5, temperature: float = 1.0, seed: int = 0, progress: bool = False,
         held_out: mg.Level | None = None) -> dict:  # fmt: skip
-    """Meta-train LPG with OpenES (part 1's `MetaTrainer` evaluates the candidates) once per
-    curriculum in `scores` (each one of SCORES; "uniform" draws only fresh levels), all
-    from the same start and ES keys. Every compiled piece is shared between curricula.
-    `held_out` (a batch of levels, a multiple of `levels_per_generation`) scores each
-    final ES mean, and `init` under key "init", by return / optimum.
+    """Meta-train LPG with OpenES (part 1's `MetaTrainer`: its strategy, schedules, keys and
+    device mesh) once per curriculum in `scores` (each one of SCORES; "uniform" draws only
+    fresh levels), all from the same start and ES keys. One compiled program, run by
+    `population_fitness`, trains every candidate on every level and returns per-level
+    numbers; it serves all curricula, the regret and the held-out test. `held_out` (a batch
+    of levels, a multiple of `levels_per_generation`) scores each final ES mean, and `init`
+    under key "init", by return / optimum.
     Returns `{score: GrooveResult}` (plus "init" with only `held_out` when given)."""
-    from rlx.agents.meta.es import MetaTask, MetaTrainer
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from rlx.agents.meta.es import MetaTask, MetaTrainer, population_fitness
 
     for score in scores:
         if score not in SCORES:
@@ -157,10 +162,35 @@ def run(env: mg.MetaGrid, cfg: lpg.LPGConfig, a2c_cfg: lpg.LPGConfig, dist: mg.G
     if not 0.0 <= replay_prob <= 1.0:
         raise ValueError(f"groove.run: replay_prob = {replay_prob} is invalid: it must be in [0, 1].")
     L = levels_per_generation
+    if held_out is not None and held_out.size.shape[0] % L:
+        raise ValueError(f"groove.run: {held_out.size.shape[0]} held-out levels is not a multiple of "
+                         f"levels_per_generation = {L}.")  # fmt: skip
     key = jax.random.key(seed)
-    first = mg.sample_levels(key, dist, L)
     train = lpg.make_train(env, cfg)
-    trainer = MetaTrainer([MetaTask("grid", train, cfg, first)], "lpg_params", init, es, progress=False)
+    trainer = MetaTrainer([MetaTask("grid", train, cfg, None)], "lpg_params", init, es, progress=False)
+    P = es.population_size
+
+    def fit(keys, theta, context):  # keys [S], context (cfg, levels [L]) -> [3, L]
+        base, levels = context
+        c = base.replace(lpg_params=theta)
+
+        def per_seed(k):
+            # lpg's train runs a batch of one level unbatched (a smaller program), same numbers.
+            run = train if L == 1 else lambda k, c, lv: jax.vmap(train, (0, None, 0))(jax.random.split(k, L), c, lv)
+            m = {n: jnp.reshape(v, (L,)) for n, v in run(k, c, levels)[1].items()}
+            ok = jnp.isfinite(m["policy_loss"])  # a diverged inner run fails the candidate
+            return jnp.stack([jnp.where(ok, m["episode_return"], jnp.nan), m["return"], m["optimal_return"]])
+
+        return jnp.mean(jax.vmap(per_seed)(keys), 0)
+
+    pop = population_fitness(fit, trainer.mesh, trainer.chunk)
+    split, whole = NamedSharding(trainer.mesh, PartitionSpec("pop")), NamedSharding(trainer.mesh, PartitionSpec())
+
+    def evaluate(keys, thetas, levels):
+        """[P, 3, L]: per candidate and level, return / optimum, return and optimum."""
+        keys, thetas = jax.device_put((keys, thetas), split)
+        return np.asarray(pop(keys, thetas, jax.device_put((cfg, levels), whole)))
+
     one = make_antagonist(env, a2c_cfg)
 
     @jax.jit
@@ -171,35 +201,45 @@ def run(env: mg.MetaGrid, cfg: lpg.LPGConfig, a2c_cfg: lpg.LPGConfig, dist: mg.G
             return jax.lax.cond(new, lambda: one(k, lv), lambda: old)
 
         return jax.lax.map(f, (keys, levels, fresh, cached))
-    per_level = jax.jit(jax.vmap(lambda k, c, l: train(k, c, l)[1]["return"][0], (0, None, 0)))
-    optimum = jax.jit(jax.vmap(lambda l: mg.optimal_return(env, l)))
+
     sample_fn = jax.jit(sample, static_argnums=(2, 3))
     update_fn = jax.jit(update)
-    def test(params):
-        if held_out is None:
-            return None
-        out = []
-        for i in range(0, held_out.size.shape[0], L):
-            lv = jax.tree.map(lambda x: x[i:i + L], held_out)
-            ret = per_level(jax.random.split(jax.random.fold_in(key, 10**6 + i), L), cfg.replace(lpg_params=params), lv)
-            out.append(np.asarray(lpg.normalised(ret, optimum(lv))))
-        return np.concatenate(out)
-
+    template = jax.eval_shape(lambda: mg.sample_level(key, dist))
     results = {}
     for score in scores:
-        r = _curriculum(score, trainer, cfg, dist, L, key, antagonist, per_level, optimum, sample_fn, update_fn,
-                        capacity, replay_prob, temperature, first, es, progress)  # fmt: skip
-        results[score] = r._replace(held_out=test(r.mean))
+        results[score] = _curriculum(score, trainer, evaluate, dist, L, key, antagonist, sample_fn, update_fn,
+                                     init_buffer(capacity, template), replay_prob, temperature, es, progress)  # fmt: skip
     if held_out is not None:
-        results["init"] = GrooveResult(init, {}, {}, None, test(init))
+        # Every contender on the same held-out levels with the same keys, packed into the
+        # population's slots (slot i holds contender i mod C).
+        names = [*scores, "init"]
+        params = [*(results[k].mean for k in scores), init]
+        C = len(names)
+        slots = [i % C for i in range(-(-C // P) * P)]
+        sums = np.zeros((C, held_out.size.shape[0]))
+        for start in range(0, len(slots), P):
+            group = slots[start:start + P]
+            thetas = jax.tree.map(lambda *x: jnp.stack(x), *[params[c] for c in group])
+            for i in range(0, held_out.size.shape[0], L):
+                lv = jax.tree.map(lambda x: x[i:i + L], held_out)
+                k = jax.random.fold_in(key, 10**6 + i)
+                out = evaluate(jnp.stack([jax.random.split(k, es.seeds)] * P), thetas, lv)[:, 0]  # [P, L]
+                for j, c in enumerate(group):
+                    sums[c, i:i + L] += out[j]
+        counts = np.bincount(slots, minlength=C)
+        for c, name in enumerate(names):
+            test = sums[c] / counts[c]
+            results[name] = (results[name]._replace(held_out=test) if name in results
+                             else GrooveResult(init, {}, {}, None, test))  # fmt: skip
     return results
 
 
-def _curriculum(score, trainer, cfg, dist, L, key, antagonist, per_level, optimum, sample_fn, update_fn, capacity,
-                replay_prob, temperature, first, es, progress) -> GrooveResult:  # fmt: skip
-    buf = init_buffer(capacity, jax.tree.map(lambda x: x[0], first))
+def _curriculum(score, trainer, evaluate, dist, L, key, antagonist, sample_fn, update_fn, buf, replay_prob,
+                temperature, es, progress) -> GrooveResult:  # fmt: skip
     strategy, params = trainer.strategy, trainer.strategy.default_params
+    # σ as the schedule's array from the start, so ask/tell compile once, not again at generation 1.
     state = trainer.init_state()
+    state = state.replace(std=trainer.sigma_schedule(0))
     hist: dict[str, list] = {k: [] for k in ("generation", "fitness_mean", "fitness_max", "regret_mean", "replayed",
                                               "optimal_return", "lifetime", "episode_length", "antagonist_runs",
                                               "seconds")}  # fmt: skip
@@ -209,7 +249,7 @@ def _curriculum(score, trainer, cfg, dist, L, key, antagonist, per_level, optimu
     for g in range(es.generations):
         t0 = time.perf_counter()
         k_ask, k_inner, k_tell = trainer.generation_keys(g)
-        k_lv, k_ant, k_reg = jax.random.split(jax.random.fold_in(key, g), 3)
+        k_lv, k_ant = jax.random.split(jax.random.fold_in(key, g), 2)
         rp = 0.0 if score == "uniform" else replay_prob
         levels, idx = sample_fn(k_lv, buf, dist, L, rp, temperature)
         # Replayed levels keep the antagonist numbers computed when they were first seen.
@@ -218,18 +258,19 @@ def _curriculum(score, trainer, cfg, dist, L, key, antagonist, per_level, optimu
         cached = Antagonist(buf.antagonist[safe], buf.pvl[safe], buf.maxmc[safe])
         ant = antagonist(jax.random.split(k_ant, L), levels, jnp.asarray(~old), cached)
         antagonist_runs += int((~old).sum())
-        trainer.context = [(cfg, levels)]
         thetas, state = strategy.ask(k_ask, state, params)
-        fit = trainer.evaluate(trainer.inner_keys(k_inner), thetas)[:, 0]
+        out = evaluate(trainer.inner_keys(k_inner), thetas, levels)  # [P, 3, L]
+        fit = out[:, 0].mean(-1)  # NaN if any of the candidate's runs diverged
         shaped = np.where(np.isfinite(fit), fit, -np.inf)
         state, _ = strategy.tell(k_tell, thetas, -shaped, state, params)
         state = state.replace(std=trainer.sigma_schedule(g + 1))
-        mean = strategy.get_mean(state)
-        agent_ret = per_level(jax.random.split(k_reg, L), cfg.replace(lpg_params=mean), levels)
-        reg = regret(ant.ret, agent_ret)
+        # The current rule's return on each level: the population average (the ± pairs
+        # straddle the ES mean, so this estimates the mean's return without another run).
+        agent_ret = np.nanmean(out[:, 1], 0)
+        reg = np.asarray(regret(ant.ret, agent_ret))
         new_score = {"regret": reg, "pvl": ant.pvl, "maxmc": ant.maxmc, "uniform": reg}[score]
-        buf = update_fn(buf, idx, levels, new_score, ant.ret, ant.pvl, ant.maxmc)
-        opt = optimum(levels)
+        buf = update_fn(buf, idx, levels, jnp.asarray(new_score, jnp.float32), ant.ret, ant.pvl, ant.maxmc)
+        opt = out[0, 2]
         for k, v in (("generation", np.full(L, g)), ("replayed", old), ("optimal_return", opt),
                      ("lifetime", levels.lifetime), ("episode_length", levels.max_steps_in_episode),
                      ("size", levels.size), ("num_objects", levels.num_objects), ("regret", reg)):  # fmt: skip

@@ -2,11 +2,15 @@
 
 The meta-network reads an agent's trajectory `[T, B]` step by step,
 
-    x_t = [r_t, done_t, π(a_t|s_t), φ(y(s_t)), (1 - done_t) φ(y(s_{t+1}))]   (+ [n/N, log N] for TA-LPG)
+    x_t = [r_t, done_t, π(a_t|s_t), φ(y(s_t)), (1 - done_t) φ(y(s_{t+1}))]
+          (+ [n/N, log N / log 1000] for TA-LPG)
 
 with φ a shared Dense(16) → relu → Dense(1) over the agent's categorical prediction y
 (softmax over `y_bins`), and runs a GRU over it **backwards in time**, reset at episode
-ends (a step that ended an episode sees nothing of the next one). Its heads give a
+ends (a step that ended an episode sees nothing of the next one). log N is divided by
+log 1000 so that, like n/N and the per-step inputs, it lies in [0, 1] for lifetimes up to
+1000: raw, it (2.3 to 5.5 for N = 10 to 250) is a large constant input that saturates the
+GRU's gates and drowns the per-step signals the rule must read. Its heads give a
 scalar π̂_t and a softmax ŷ_t. The agent (a policy and a y-prediction, linear over the
 observation for tabular levels) then takes one SGD step on
 
@@ -37,6 +41,7 @@ from rlx.envs import meta_grid as mg
 from rlx.returns import gae
 
 RULES = ("lpg", "a2c")
+LOG_N_SCALE = float(np.log(1000.0))  # TA-LPG reads log N / log 1000
 
 
 @config
@@ -49,11 +54,12 @@ class LPGConfig:
     y_bins: int = static(8, "bins of the agent's categorical prediction y", ge=2)
     meta_hidden: int = static(256, "GRU units of the meta-network", ge=1)
     phi_hidden: int = static(16, "units of φ, the embedding of y", ge=1)
-    temporal: bool = static(False, "TA-LPG: the meta-network also sees n/N and log N")
+    temporal: bool = static(False, "TA-LPG: the meta-network also sees n/N and log N / log 1000")
     update_rule: str = static("lpg", "lpg (the learned rule) or a2c (GROOVE's antagonist)", choices=RULES)
     max_lifetime: int = static(250, "longest lifetime allowed; longer levels fail loudly (NaN score)", ge=1)
     lpg_params: Any = traced(None, "the meta-network (init_params); what ES optimises")
     lifetime: int = traced(0, "updates per inner run; 0 = the level's own lifetime", ge=0)
+    time_inputs: float = traced(1.0, "multiplies the TA inputs; 0 makes a TA-LPG network an LPG one in the same compiled program", ge=0)
     lr_pi: float = traced(40.0, "SGD learning rate of the policy", gt=0)
     lr_y: float = traced(4.0, "SGD learning rate of the y-prediction (or the A2C critic)", gt=0)
     kl_coef: float = traced(0.5, "weight of KL(y ‖ ŷ)", ge=0)
@@ -219,7 +225,8 @@ def lpg_loss(params, traj: Rollout, cfg: LPGConfig, progress, lifetime) -> tuple
     done = traj.done.astype(jnp.float32)
     feats = [traj.reward, done, jnp.exp(logp_a), phi(meta, y), (1 - done) * phi(meta, y_next)]
     if cfg.temporal:
-        feats += [jnp.full_like(done, progress), jnp.full_like(done, jnp.log(lifetime))]
+        ta = cfg.time_inputs * jnp.stack([progress, jnp.log(lifetime) / LOG_N_SCALE])
+        feats += [jnp.full_like(done, ta[0]), jnp.full_like(done, ta[1])]
     inputs = jax.lax.stop_gradient(jnp.stack(feats, -1))
     pi_hat, y_hat = jax.lax.stop_gradient(meta_outputs(meta, inputs, traj.done))
     kl = jnp.sum(y * (jnp.log(y + 1e-8) - jnp.log(y_hat + 1e-8)), -1)
@@ -294,6 +301,9 @@ def make_train(env: mg.MetaGrid, cfg: LPGConfig):
         c = _concrete_int(level.lifetime)
         if c is not None and c > cfg.max_lifetime and not _concrete_int(cfg.lifetime):
             raise ValueError(f"a level's lifetime {c} exceeds LPGConfig.max_lifetime = {cfg.max_lifetime}.")
+        if level.size.shape[0] == 1:  # one level: the same numbers, a smaller program (no batched loop)
+            state, metrics = one(jax.random.split(key, 1)[0], cfg, jax.tree.map(lambda x: x[0], level))
+            return jax.tree.map(lambda x: x[None], state), {k: v.astype(jnp.float32) for k, v in metrics.items()}
         keys = jax.random.split(key, level.size.shape[0])
         state, metrics = jax.vmap(one, (0, None, 0))(keys, cfg, level)
         m = {k: jnp.mean(v.astype(jnp.float32), 0) for k, v in metrics.items()}

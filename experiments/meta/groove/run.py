@@ -41,7 +41,7 @@ META = dict(
 
 SCALES = {
     "smoke": dict(max_size=3, max_objects=1, train_sizes=(2, 2), test_sizes=(3, 3), episode_length=(5, 10),
-                  lifetime=(3, 6), envs=2, steps=4, meta_hidden=4, population=2, generations=2, levels=2,
+                  lifetime=(3, 6), envs=2, steps=4, meta_hidden=4, population=2, generations=4, levels=1,
                   test_levels=2, scores=("regret", "uniform"), capacity=8),
     "cpu": dict(max_size=6, max_objects=2, train_sizes=(3, 4), test_sizes=(5, 6), episode_length=(10, 40),
                 lifetime=(10, 40), envs=4, steps=10, meta_hidden=16, population=8, generations=12, levels=4,
@@ -74,9 +74,9 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     train_dist = dist(s["train_sizes"], s["episode_length"])
     # Held out: boards larger than any seen in meta-training, episodes up to twice as long.
     test_dist = dist(s["test_sizes"], (s["episode_length"][0], 2 * s["episode_length"][1]))
-    held_out = mg.sample_levels(jax.random.key(777), test_dist, s["test_levels"])
+    held_out = jax.jit(mg.sample_levels, static_argnums=(1, 2))(jax.random.key(777), test_dist, s["test_levels"])
     common = dict(num_envs=s["envs"], num_steps=s["steps"], meta_hidden=s["meta_hidden"], max_lifetime=s["lifetime"][1])
-    init = lpg.init_params(jax.random.key(0), False, hidden=s["meta_hidden"])
+    init = jax.jit(lpg.init_params, static_argnums=(1, 2))(jax.random.key(0), False, s["meta_hidden"])
     cfg = lpg.LPGConfig(**common, lpg_params=init)
     a2c = lpg.LPGConfig(**common, update_rule="a2c")
     es = ESConfig(population_size=s["population"], generations=s["generations"], sigma=0.1, lr=0.01, eval_every=0)

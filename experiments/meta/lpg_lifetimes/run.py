@@ -43,14 +43,14 @@ META = dict(
 
 SCALES = {
     "smoke": dict(max_size=3, max_objects=1, sizes=(2, 3), episode_length=(5, 15), lifetime=(3, 8), envs=2, steps=4,
-                  meta_hidden=4, population=2, generations=1, levels=2, test_levels=2, test_lifetimes=(4, 8),
+                  meta_hidden=4, population=2, generations=1, levels=1, test_lifetimes=(4, 8),
                   sigma=0.1, lr=0.01),
     "cpu": dict(max_size=5, max_objects=2, sizes=(3, 5), episode_length=(10, 40), lifetime=(10, 60), envs=4, steps=10,
-                meta_hidden=16, population=8, generations=12, levels=4, test_levels=16,
+                meta_hidden=16, population=8, generations=12, levels=4,
                 test_lifetimes=(5, 15, 45, 135), sigma=0.1, lr=0.01),
     # meta.md: sizes 4-10, 1-5 objects, 15 walls, lifetimes 10-250, GRU 256, σ 0.1, lr 1e-2.
     "paper": dict(max_size=10, max_objects=5, sizes=(4, 10), episode_length=(20, 750), lifetime=(10, 250), envs=64,
-                  steps=20, meta_hidden=256, population=64, generations=1000, levels=8, test_levels=64,
+                  steps=20, meta_hidden=256, population=64, generations=1000, levels=8,
                   test_lifetimes=(10, 30, 100, 250, 750), sigma=0.1, lr=0.01),
 }  # fmt: skip
 
@@ -82,35 +82,36 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
                   eval_every=0 if scale == "smoke" else 3, eval_seeds=2)  # fmt: skip
     curves, timing, rows = {}, {}, []
     lifetimes = s["test_lifetimes"]
-    batches = max(1, s["test_levels"] // s["levels"])  # held-out levels come `levels` per key
-    test_keys = [jax.random.fold_in(jax.random.key(10**6), b) for b in range(batches)]  # never an ES key
-    for name, temporal in (("LPG", False), ("TA-LPG", True)):
-        init = lpg.init_params(jax.random.key(0), temporal, hidden=s["meta_hidden"])
-        cfg = lpg.LPGConfig(**common, temporal=temporal, lpg_params=init)
-        task = MetaTask("grid", lpg.make_task_train(env, cfg, dist, s["levels"]), cfg, None)
-        trainer = MetaTrainer([task], "lpg_params", init, es, progress=scale != "smoke")
+    P = es.population_size
+    # One compiled program serves both rules and the held-out test: LPG is the TA-LPG network
+    # with its two TA inputs multiplied by 0 (`time_inputs`, a traced field; the weights
+    # reading them then have no effect), and the lifetime is traced too.
+    init = jax.jit(lpg.init_params, static_argnums=(1, 2))(jax.random.key(0), True, s["meta_hidden"])
+    cfg = lpg.LPGConfig(**common, temporal=True, lpg_params=init)
+    task = MetaTask("grid", lpg.make_task_train(env, cfg, dist, s["levels"]), cfg, None)
+    trainer = MetaTrainer([task], "lpg_params", init, es, progress=scale != "smoke")
+    means = {}
+    for name, ta in (("LPG", 0.0), ("TA-LPG", 1.0)):
+        trainer.context = [(cfg.replace(time_inputs=ta), None)]
         result = trainer.run()
-        curves[name] = result.history
-        timing[name] = result.timings
-        # Held-out test through the same compiled program: the lifetime is a traced config
-        # field and the levels come from the keys, so nothing recompiles.
-        contenders = [(name, result.mean)] + ([("untrained", init)] if not temporal else [])
-        P = es.population_size
-        thetas = jax.tree.map(lambda *x: jnp.stack([x[i % len(x)] for i in range(P)]), *[c[1] for c in contenders])
+        curves[name], timing[name], means[name] = result.history, result.timings, result.mean
+    # Held out: P batches of `levels` levels each, drawn from keys never used by the ES; one
+    # call scores one rule on all of them (every slot holds the same θ, each its own key).
+    keys = jnp.stack([jax.random.fold_in(jax.random.key(10**6), b) for b in range(P)])[:, None]  # [P, 1]
+    contenders = [("LPG", means["LPG"], 0.0), ("TA-LPG", means["TA-LPG"], 1.0), ("untrained", init, 1.0)]
+    for name, theta, ta in contenders:
+        thetas = jax.tree.map(lambda x: jnp.stack([x] * P), theta)
         for n in lifetimes:
-            trainer.context = [(cfg.replace(lifetime=int(n)), None)]
-            for b, k in enumerate(test_keys):
-                keys = jnp.stack([jax.random.split(k, es.seeds)] * P)
-                scores = trainer.evaluate(keys, thetas)[:, 0]
-                rows += [dict(rule=c[0], lifetime=n, batch=b, normalised_return=float(scores[i]))
-                         for i, c in enumerate(contenders)]  # fmt: skip
+            trainer.context = [(cfg.replace(lifetime=int(n), time_inputs=ta), None)]
+            scores = trainer.evaluate(keys, thetas)[:, 0]
+            rows += [dict(rule=name, lifetime=n, batch=b, normalised_return=float(v)) for b, v in enumerate(scores)]
     if scale != "smoke":  # A2C on the same held-out levels (its own compile)
         a2c = lpg.LPGConfig(**common, update_rule="a2c")
-        a2c_train = jax.jit(lpg.make_task_train(env, a2c, dist, s["levels"]))
+        a2c_train = jax.jit(jax.vmap(lambda k, c: lpg.make_task_train(env, a2c, dist, s["levels"])(k, c)[1]
+                                     ["episode_return"][0], (0, None)))  # fmt: skip
         for n in lifetimes:
-            for b, k in enumerate(test_keys):
-                m = a2c_train(jax.random.split(k, es.seeds)[0], a2c.replace(lifetime=int(n)))[1]
-                rows.append(dict(rule="A2C", lifetime=n, batch=b, normalised_return=float(m["episode_return"][0])))
+            scores = a2c_train(keys[:, 0], a2c.replace(lifetime=int(n)))
+            rows += [dict(rule="A2C", lifetime=n, batch=b, normalised_return=float(v)) for b, v in enumerate(scores)]
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     name = META["name"]
     with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
@@ -162,7 +163,7 @@ def _plot(path, curves, table, rows, s) -> None:
     ax.axvspan(*s["lifetime"], color="grey", alpha=0.15, label="meta-training lifetimes")
     ax.set_xscale("log")
     ax.set_xlabel("agent lifetime (updates)")
-    ax.set_ylabel(f"held-out return / optimum ({s['test_levels']} levels, 95% CI)")
+    ax.set_ylabel(f"held-out return / optimum ({s['population']} x {s['levels']} levels, 95% CI)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
