@@ -111,6 +111,7 @@ def test_dqn_on_continuous_env_raises_before_compile():
 def test_config_presets():
     assert dqn.C51Config().head == "c51" and dqn.QRDQNConfig().head == "qr" and dqn.DQNConfig().head == "q"
     assert dqn.QRDQNConfig().num_atoms == 32
+    assert dqn.QRDQNConfig().double_q and not dqn.DQNConfig().double_q and not dqn.C51Config().double_q
     cfg = dqn.DQNConfig()
     assert cfg.gradient_steps == 1 and cfg.num_updates == 49_000
 

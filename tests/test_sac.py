@@ -213,12 +213,19 @@ def test_sac_runs_on_brax_ant_spring():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("RLX_BRAX_LEARNING"), reason="about 10+ minutes on 2 CPU cores; set RLX_BRAX_LEARNING=1")
 def test_sac_learns_brax_inverted_pendulum():
-    env, params = envs.make("brax/inverted_pendulum", backend="spring")
+    """brax preset, generalized backend, 2 vmapped seeds, 1e5 env steps: the deterministic
+    policy returns >= 900 on each seed (about 6 minutes on 2 CPU cores). The training
+    episode_return is no test here: each of the 128 envs takes only 781 steps, so no
+    1000-step episode can end during training."""
+    env, params = envs.make("brax/inverted_pendulum", backend="generalized")
     cfg = sac.brax_config(total_steps=100_096)
     agent = sac.make_agent(env, cfg)
-    result = Runner(agent, make_population(cfg, seeds=1), params, progress=False).run()
-    ev = evaluate(agent, agent.policy_params(jax.tree.map(lambda x: x[0], result.state)), cfg, env, params, jax.random.key(0), 8)
-    print(f"SAC brax inverted_pendulum: train {result.metrics['episode_return'][0, -1]:.1f}, eval {float(ev['return'].mean()):.1f}")
-    assert float(ev["return"].mean()) >= 900
+    pop = make_population(cfg, seeds=2)
+    result = Runner(agent, pop, params, progress=False).run()
+    ev = jax.jit(jax.vmap(lambda p, c, k: evaluate(agent, p, c, env, params, k, 8)["return"].mean()))(
+        agent.policy_params(result.state), pop.cfg, jax.random.split(jax.random.key(0), 2)
+    )
+    ev = np.asarray(ev)
+    print(f"SAC brax inverted_pendulum: deterministic eval {np.round(ev, 1)}")
+    assert np.all(ev >= 900)
