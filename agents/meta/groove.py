@@ -237,9 +237,11 @@ def run(env: mg.MetaGrid, cfg: lpg.LPGConfig, a2c_cfg: lpg.LPGConfig, dist: mg.G
 def _curriculum(score, trainer, evaluate, dist, L, key, antagonist, sample_fn, update_fn, buf, replay_prob,
                 temperature, es, progress) -> GrooveResult:  # fmt: skip
     strategy, params = trainer.strategy, trainer.strategy.default_params
-    # σ as the schedule's array from the start, so ask/tell compile once, not again at generation 1.
+    # σ as the schedule's array and no weakly typed leaves from the start, so ask/tell compile
+    # once, not again at generation 1 (tell returns strongly typed arrays).
     state = trainer.init_state()
-    state = state.replace(std=trainer.sigma_schedule(0))
+    state = jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype) if hasattr(x, "dtype") else x,
+                         state.replace(std=jnp.float32(trainer.sigma_schedule(0))))  # fmt: skip
     hist: dict[str, list] = {k: [] for k in ("generation", "fitness_mean", "fitness_max", "regret_mean", "replayed",
                                               "optimal_return", "lifetime", "episode_length", "antagonist_runs",
                                               "seconds")}  # fmt: skip
@@ -263,7 +265,7 @@ def _curriculum(score, trainer, evaluate, dist, L, key, antagonist, sample_fn, u
         fit = out[:, 0].mean(-1)  # NaN if any of the candidate's runs diverged
         shaped = np.where(np.isfinite(fit), fit, -np.inf)
         state, _ = strategy.tell(k_tell, thetas, -shaped, state, params)
-        state = state.replace(std=trainer.sigma_schedule(g + 1))
+        state = state.replace(std=jnp.float32(trainer.sigma_schedule(g + 1)))
         # The current rule's return on each level: the population average (the ± pairs
         # straddle the ES mean, so this estimates the mean's return without another run).
         agent_ret = np.nanmean(out[:, 1], 0)

@@ -44,8 +44,8 @@ SCALES = {
                   lifetime=(3, 6), envs=2, steps=4, meta_hidden=4, population=2, generations=4, levels=1,
                   test_levels=2, scores=("regret", "uniform"), capacity=8),
     "cpu": dict(max_size=6, max_objects=2, train_sizes=(3, 4), test_sizes=(5, 6), episode_length=(10, 40),
-                lifetime=(10, 40), envs=4, steps=10, meta_hidden=16, population=8, generations=12, levels=4,
-                test_levels=16, scores=("regret", "pvl", "maxmc", "uniform"), capacity=64),
+                lifetime=(10, 40), envs=4, steps=10, meta_hidden=16, population=16, generations=100, levels=4,
+                test_levels=64, scores=("regret", "pvl", "maxmc", "uniform"), capacity=64),
     # meta.md: buffer 4000, replay probability 0.5; GRU 256; sizes 4-10, lifetimes 10-250.
     "paper": dict(max_size=10, max_objects=5, train_sizes=(4, 8), test_sizes=(9, 10), episode_length=(20, 750),
                   lifetime=(10, 250), envs=64, steps=20, meta_hidden=256, population=64, generations=1000,
@@ -94,32 +94,37 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
                                                                   "num_objects", "regret", "replayed")}
              for k, r in results.items() if r.drawn}  # fmt: skip
     # How different is what a curriculum drew from uniform sampling: two-sample KS statistic
-    # of the drawn levels' optimal returns (generations after the first).
+    # and its p-value (scipy) of the drawn levels' features, generations after the first
+    # (generation 0 is all fresh levels in every curriculum).
+    from scipy.stats import ks_2samp
+
     ks = {}
     if "uniform" in results:
         u = results["uniform"].drawn
         for k, r in results.items():
             if r.drawn and k != "uniform":
-                ks[k] = round(_ks(r.drawn["optimal_return"][r.drawn["generation"] > 0],
-                                  u["optimal_return"][u["generation"] > 0]), 3)  # fmt: skip
+                ks[k] = {}
+                for q in ("optimal_return", "lifetime", "episode_length", "num_objects", "size"):
+                    a, b = r.drawn[q][r.drawn["generation"] > 0], u[q][u["generation"] > 0]
+                    if len(a) and len(b):
+                        t = ks_2samp(a, b)
+                        ks[k][q] = (round(float(t.statistic), 3), float(f"{t.pvalue:.2g}"))
     _plot(os.path.join(out_dir, f"{name}.png"), results, s)
     return {
         "held_out_return": {k: round(float(np.mean(r.held_out)), 3) for k, r in results.items()},
+        "held_out_return_std": {k: round(float(np.std(r.held_out, ddof=1)), 3) for k, r in results.items()
+                                if len(r.held_out) > 1},  # fmt: skip
+        "held_out_levels": int(s["test_levels"]),
+        # Paired on the same held-out levels and keys: mean and standard error of the difference.
+        "held_out_minus_uniform_mean_se": {k: (round(float(np.mean(d)), 3), round(float(np.std(d, ddof=1) / np.sqrt(len(d))), 3))
+                                           for k, r in results.items() if k != "uniform" and "uniform" in results
+                                           for d in [r.held_out - results["uniform"].held_out] if len(d) > 1},  # fmt: skip
         "drawn_levels_mean": drawn,
-        "ks_optimal_return_vs_uniform": ks,
+        "ks_vs_uniform_statistic_pvalue": ks,
         "antagonist_runs": {k: int(r.history["antagonist_runs"][-1]) for k, r in results.items() if r.history},
         "levels_drawn": {k: int(len(r.drawn["generation"])) for k, r in results.items() if r.drawn},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-
-
-def _ks(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic (max gap between the empirical CDFs)."""
-    if len(a) == 0 or len(b) == 0:
-        return float("nan")
-    x = np.sort(np.concatenate([a, b]))
-    return float(np.max(np.abs(np.searchsorted(np.sort(a), x, "right") / len(a)
-                               - np.searchsorted(np.sort(b), x, "right") / len(b))))  # fmt: skip
 
 
 def _plot(path, results, s) -> None:
