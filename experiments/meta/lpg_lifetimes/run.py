@@ -46,12 +46,12 @@ SCALES = {
                   meta_hidden=4, population=2, generations=1, levels=1, test_lifetimes=(4, 8),
                   sigma=0.1, lr=0.01),
     "cpu": dict(max_size=5, max_objects=2, sizes=(3, 5), episode_length=(10, 40), lifetime=(10, 60), envs=4, steps=10,
-                meta_hidden=16, population=8, generations=12, levels=4,
-                test_lifetimes=(5, 15, 45, 135), sigma=0.1, lr=0.01),
+                meta_hidden=16, population=16, generations=60, levels=4, test_lifetimes=(5, 15, 45, 135),
+                sigma=0.1, lr=0.01, eval_every=5, eval_seeds=8),
     # meta.md: sizes 4-10, 1-5 objects, 15 walls, lifetimes 10-250, GRU 256, σ 0.1, lr 1e-2.
     "paper": dict(max_size=10, max_objects=5, sizes=(4, 10), episode_length=(20, 750), lifetime=(10, 250), envs=64,
                   steps=20, meta_hidden=256, population=64, generations=1000, levels=8,
-                  test_lifetimes=(10, 30, 100, 250, 750), sigma=0.1, lr=0.01),
+                  test_lifetimes=(10, 30, 100, 250, 750), sigma=0.1, lr=0.01, eval_every=10, eval_seeds=16),
 }  # fmt: skip
 
 
@@ -79,7 +79,7 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     t0 = time.perf_counter()
     env, dist, common, lpg = setup(s)
     es = ESConfig(population_size=s["population"], generations=s["generations"], sigma=s["sigma"], lr=s["lr"],
-                  eval_every=0 if scale == "smoke" else 3, eval_seeds=2)  # fmt: skip
+                  eval_every=s.get("eval_every", 0), eval_seeds=s.get("eval_seeds", 1))  # fmt: skip
     curves, timing, rows = {}, {}, []
     lifetimes = s["test_lifetimes"]
     P = es.population_size
@@ -90,11 +90,12 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     cfg = lpg.LPGConfig(**common, temporal=True, lpg_params=init)
     task = MetaTask("grid", lpg.make_task_train(env, cfg, dist, s["levels"]), cfg, None)
     trainer = MetaTrainer([task], "lpg_params", init, es, progress=scale != "smoke")
-    means = {}
+    means, finals = {}, {}
     for name, ta in (("LPG", 0.0), ("TA-LPG", 1.0)):
         trainer.context = [(cfg.replace(time_inputs=ta), None)]
         result = trainer.run()
         curves[name], timing[name], means[name] = result.history, result.timings, result.mean
+        finals[name] = result.final_mean_fitness
     # Held out: P batches of `levels` levels each, drawn from keys never used by the ES; one
     # call scores one rule on all of them (every slot holds the same θ, each its own key).
     keys = jnp.stack([jax.random.fold_in(jax.random.key(10**6), b) for b in range(P)])[:, None]  # [P, 1]
@@ -125,6 +126,11 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     steps = {k: gens * s["population"] / max(v["run_s"], 1e-9) for k, v in timing.items()}
     return {
         "held_out_return": {r: {n: round(v, 3) for n, v in t.items()} for r, t in table.items()},
+        # The ES mean scored on fixed keys (eval_seeds x levels fixed levels) every eval_every
+        # generations, and after the last: the curve that should rise.
+        "es_mean_fitness": {k: [round(float(v), 3) for v in np.append(c["mean_fitness"][np.isfinite(c["mean_fitness"])],
+                                                                       np.mean(finals[k]))]
+                            for k, c in curves.items() if finals[k] is not None},  # fmt: skip
         "es_population_fitness_first_last": {k: (round(float(c["fitness_mean"][0]), 3), round(float(c["fitness_mean"][-1]), 3))
                                              for k, c in curves.items()},  # fmt: skip
         "candidate_runs_per_s": {k: round(v, 2) for k, v in steps.items()},
