@@ -141,13 +141,17 @@ def test_a_batch_of_levels_equals_the_levels_one_by_one(ta_train):
 
 
 def test_temporal_inputs_change_the_update(ta_train):
-    """TA-LPG sees n/N and log N: the same level at another lifetime gives other updates."""
+    """TA-LPG sees n/N and log N / log 1000: the same level at another lifetime gives other updates."""
     cfg, _ = ta_train
     lv = jax.tree.map(lambda x: x[0], LEVELS)
     s = lpg.init_agent(jax.random.key(0), ENV, cfg, lv)
-    step = jax.jit(lambda s, n: lpg.update(s, ENV, cfg, lv, n)[0].params)
-    a, b = step(s, jnp.int32(10)), step(s, jnp.int32(200))
+    step = jax.jit(lambda s, c, n: lpg.update(s, ENV, c, lv, n)[0].params)
+    a, b = step(s, cfg, jnp.int32(10)), step(s, cfg, jnp.int32(200))
     assert float(jnp.abs(a["pi"][0][0] - b["pi"][0][0]).max()) > 0
+    # time_inputs = 0 zeroes both TA inputs: the same network then acts as LPG, blind to n and N.
+    off = cfg.replace(time_inputs=0.0)
+    a, b = step(s, off, jnp.int32(10)), step(s, off, jnp.int32(200))
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
 
 
 # -- regret and bad levels ----------------------------------------------------------------------------

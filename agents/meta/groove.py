@@ -3,10 +3,11 @@ meta-training LPG, in the style of prioritised level replay.
 
 A level's **algorithmic regret** is `A2C return - LPG return`: the exact expected return
 of an A2C agent trained from scratch on the level for the level's lifetime (the
-antagonist), minus that of an agent trained by the current learned rule (the ES mean).
-The antagonist's run does not depend on the meta-parameters, so it is computed **once per
-level**, when the level first appears, and kept in the buffer (`antagonist`); only the
-LPG side is recomputed when a level is replayed.
+antagonist), minus that of an agent trained by the current learned rule (estimated in
+`run` by the ES population's average exact return on the level: its ± pairs straddle the
+ES mean). The antagonist's run does not depend on the meta-parameters, so it is computed
+**once per level**, when the level first appears, and kept in the buffer (`antagonist`);
+only the LPG side is recomputed when a level is replayed.
 
 Alternative scores, also from the antagonist's run (once per level): positive value loss
 (PVL, mean of the positive GAE advantages of its final rollout) and MaxMC (mean of
