@@ -69,6 +69,24 @@ def test_lpo_without_offset_would_have_a_gradient_at_ratio_one():
     assert abs(float(g)) > 1e-3
 
 
+def test_zero_head_start_is_no_drift_and_breaks_the_antithetic_symmetry_of_all_zeros():
+    """From all-zero weights θ and -θ are the same drift (tanh is odd), so an antithetic ES
+    pair ties; the zero-head start is also D ≡ 0 but its ±σz pairs are different drifts."""
+    ratio = jnp.exp(jax.random.normal(jax.random.key(2), (64,)) * 0.5)
+    adv = jax.random.normal(jax.random.key(3), (64,))
+    z = drifts.init_params("lpo", jax.random.key(4), hidden=16)
+    plus = lambda p: jax.tree.map(lambda a, b: a + 0.1 * b, p, z)  # noqa: E731
+    minus = lambda p: jax.tree.map(lambda a, b: a - 0.1 * b, p, z)  # noqa: E731
+    d = lambda p: drifts.drift("lpo", p, ratio, adv)  # noqa: E731
+
+    zeros = drifts.init_params("lpo", None, hidden=16)
+    np.testing.assert_array_equal(d(plus(zeros)), d(minus(zeros)))
+    head = drifts.init_params("lpo", jax.random.key(5), hidden=16, zero_head=True)
+    assert float(jnp.abs(head["w1"]).max()) > 0
+    np.testing.assert_array_equal(d(head), jnp.zeros(64))
+    assert float(jnp.abs(d(plus(head)) - d(minus(head))).max()) > 1e-3
+
+
 def test_dpo_matches_hand_computed_values():
     # A >= 0: (r-1)A - 2 tanh((r-1)A/2);  A < 0: log(r)A - 0.6 tanh(log(r)A/0.6), then ReLU.
     r = jnp.array([1.5, 3.0, 0.5, 0.5, 2.0, 1.0])

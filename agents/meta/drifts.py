@@ -98,12 +98,20 @@ def drift(
     return p + (jax.nn.relu(f + p - DELTA) - jax.nn.relu(p - DELTA))
 
 
-def init_params(kind: str, key: jax.Array | None = None, hidden: int = 128, scale: float = 1.0) -> Any:
+def init_params(
+    kind: str, key: jax.Array | None = None, hidden: int = 128, scale: float = 1.0, zero_head: bool = False
+) -> Any:
     """Default parameters of a drift.
 
     `ppo`: None. `dpo`: `{"alpha": 2.0, "beta": 0.6}`. Learned kinds: `{"w1": [F, H],
     "w2": [H, 1]}`, LeCun-normal times `scale` (scale 0, or key None, gives zeros; with
     PPO-init a zero network is exactly PPO).
+
+    `zero_head`: random `w1`, zero `w2`. f ≡ 0 as with all zeros (D ≡ 0, or exactly PPO
+    with PPO-init), but it is the better ES start: at all zeros f(-w1, -w2) = f(w1, w2),
+    so every antithetic pair θ ± σz is the same drift, ties in fitness, and the first
+    generation's update is tie-breaking noise. With `w1` random, ±σz on `w2` are
+    opposite drifts to first order.
     """
     if kind == "ppo":
         return None
@@ -115,6 +123,8 @@ def init_params(kind: str, key: jax.Array | None = None, hidden: int = 128, scal
     if key is None or scale == 0:
         return {"w1": jnp.zeros((f, hidden)), "w2": jnp.zeros((hidden, 1))}
     k1, k2 = jax.random.split(key)
+    if zero_head:
+        return {"w1": scale * jax.random.normal(k1, (f, hidden)) / jnp.sqrt(f), "w2": jnp.zeros((hidden, 1))}
     return {
         "w1": scale * jax.random.normal(k1, (f, hidden)) / jnp.sqrt(f),
         "w2": scale * jax.random.normal(k2, (hidden, 1)) / jnp.sqrt(hidden),

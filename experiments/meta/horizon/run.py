@@ -4,7 +4,7 @@ horizons that are fractions and multiples of N, and compare their final returns.
 
 Inner loop: PPO on CartPole with 10 epochs per batch and learning rate 1e-2 (where
 unclipped updates collapse on about half the seeds). Both learned drifts start from the
-zero network (D ≡ 0) and get the same ES budget. TA-LPO's drift also sees the training
+zero head (D ≡ 0) and get the same ES budget. TA-LPO's drift also sees the training
 progress n/N, so it can change over the lifetime; at every test horizon its n/N runs
 from 0 to 1 over that horizon.
 
@@ -57,7 +57,9 @@ SCALES = {
 
 
 def meta_train(kind: str, s: dict, out_dir: str):
-    """OpenES over a `kind` drift from zero weights; returns the ES result."""
+    """OpenES over a `kind` drift from a zero head (D ≡ 0); returns the ES result."""
+    import jax
+
     from rlx import envs
     from rlx.agents import ppo
     from rlx.agents.meta import drifts
@@ -65,7 +67,8 @@ def meta_train(kind: str, s: dict, out_dir: str):
     from rlx.train import make_train
 
     env, env_params = envs.make(ENV)
-    init = drifts.init_params(kind, None, hidden=s["hidden"])
+    # Random first layer, zero head: D ≡ 0 with distinct antithetic pairs (drifts.init_params).
+    init = drifts.init_params(kind, jax.random.key(0), hidden=s["hidden"], zero_head=True)
     cfg = ppo.PPOConfig(**INNER, total_steps=s["steps"], drift=kind, drift_params=init)
     task = MetaTask("cartpole", make_train(ppo.make_agent(env, cfg), cfg), cfg, env_params)
     es = ESConfig(
@@ -84,13 +87,14 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     out_dir = out_dir or os.path.join("results", META["name"])
     os.makedirs(out_dir, exist_ok=True)
     t0 = time.perf_counter()
-    learned, curves = {}, {}
+    learned, curves, finals = {}, {}, {}
     for kind in ("lpo", "ta_lpo"):
         es_dir = os.path.join(out_dir, f"es-{kind}")
         shutil.rmtree(es_dir, ignore_errors=True)
         result = meta_train(kind, s, es_dir)
         learned[kind] = jax.device_get(result.mean)
         curves[kind] = result.history
+        finals[kind] = result.final_mean_fitness  # [eval_seeds], the final mean on the fixed keys
 
     contenders = [Drift("PPO", "ppo"), Drift("LPO", "lpo", learned["lpo"]), Drift("TA-LPO", "ta_lpo", learned["ta_lpo"])]
     rows, _ = meta_test(contenders, (ENV,), s["horizons"], s["test_seeds"], s["steps"], INNER)
@@ -104,8 +108,12 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
             d.name: {h: (round(table[(ENV, d.name, h)][0], 1), round(table[(ENV, d.name, h)][1], 1)) for h in s["horizons"]}
             for d in contenders
         },
+        # The ES mean on the fixed evaluation keys: (generation 0, after the last generation),
+        # each as (mean, std over the eval seeds).
         "es_mean_fitness_first_to_final": {
-            k: (float(c["mean_fitness"][0]), float(np.nanmean(c["mean_fitness"][-1:]))) for k, c in curves.items()
+            k: ((round(float(c["mean_fitness"][0]), 1), round(float(c["mean_fitness_std"][0]), 1)),
+                (round(float(np.mean(finals[k])), 1), round(float(np.std(finals[k])), 1)))
+            for k, c in curves.items()
         },
         "wall_s": round(time.perf_counter() - t0, 1),
     }

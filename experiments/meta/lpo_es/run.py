@@ -2,10 +2,13 @@
 
 The inner loop is PPO on CartPole with 10 epochs per batch and a learning rate of 1e-2,
 a setting where unclipped policy updates collapse on about half the seeds while PPO's
-clip solves every seed. The learned drift starts from the zero network (no PPO-init),
-which is D ≡ 0: plain unclipped policy-gradient updates. OpenES (centered ranks, Adam)
-maximises the final return of each candidate's full inner run. Then the ES mean is
-meta-tested with fresh seeds on CartPole and on held-out Acrobot, against PPO and DPO.
+clip solves every seed. The learned drift starts from a zero head and a random first
+layer (no PPO-init), which is D ≡ 0: plain unclipped policy-gradient updates. OpenES
+(centered ranks, Adam) maximises the final return of each candidate's full inner run.
+Then the ES mean is meta-tested with fresh seeds on CartPole and on held-out Acrobot,
+against PPO, DPO, the D = 0 start and two controls (the learned network with its head
+negated, and with a random head of the same norm), which tell a learned drift from "any
+nonzero drift helps".
 
 Writes `lpo-es.png` (fitness per generation; drift heatmaps of the learned LPO, PPO and
 DPO; meta-test bars), `lpo-es.csv` (one row per generation), `lpo-es-meta-test.csv`
@@ -52,7 +55,7 @@ SCALES = {
     "cpu": dict(population=16, generations=12, steps=100_000, eval_seeds=4, test_seeds=8, test_steps=100_000,
                 hidden=128, sigma=0.1, lr=0.03),
     # The paper-scale setting of Goldie et al. 2025 (GPU): population 64, 800 generations,
-    # MinAtar inner loops of 1e7 steps (see experiments/meta/README.md); here on CartPole.
+    # MinAtar inner loops of 1e7 steps (see experiments/meta/lpo_es/README.md); here on CartPole.
     "paper": dict(population=64, generations=800, steps=1_000_000, eval_seeds=16, test_seeds=16,
                   test_steps=1_000_000, hidden=128, sigma=0.03, lr=0.03),
 }  # fmt: skip
@@ -77,7 +80,9 @@ def run(scale: str = "smoke", out_dir: str | None = None, resume: bool = False) 
     t0 = time.perf_counter()
 
     env, env_params = envs.make(ENV)
-    init = drifts.init_params("lpo", None, hidden=s["hidden"])  # zeros: D ≡ 0
+    # Random first layer, zero head: D ≡ 0, and antithetic pairs are distinct drifts
+    # (from all zeros, θ and -θ are the same drift; see drifts.init_params).
+    init = drifts.init_params("lpo", jax.random.key(0), hidden=s["hidden"], zero_head=True)
     cfg = ppo.PPOConfig(**INNER, total_steps=s["steps"], drift="lpo", drift_params=init)
     task = MetaTask("cartpole", make_train(ppo.make_agent(env, cfg), cfg), cfg, env_params)
     es = ESConfig(
@@ -88,7 +93,7 @@ def run(scale: str = "smoke", out_dir: str | None = None, resume: bool = False) 
 
     learned = Drift("LPO (ES mean)", "lpo", jax.device_get(result.mean))
     contenders = [Drift("PPO", "ppo"), Drift("DPO", "dpo", drifts.init_params("dpo")), learned,
-                  Drift("D = 0 (start)", "lpo", init)]  # fmt: skip
+                  Drift("D = 0 (start)", "lpo", init)] + controls(learned.params)  # fmt: skip
     rows, _ = meta_test(contenders, (ENV,) + HELD_OUT, (1.0,), s["test_seeds"], s["test_steps"], INNER, progress=True)
     table = summary(rows)
 
@@ -98,14 +103,34 @@ def run(scale: str = "smoke", out_dir: str | None = None, resume: bool = False) 
     _plot(os.path.join(out_dir, f"{name}.png"), result, learned, table, s)
     mf = result.history["mean_fitness"]
     return {
-        "es_mean_fitness_first": float(mf[0]),
-        "es_mean_fitness_final": float(np.mean(result.final_mean_fitness)),
+        # The ES mean on the fixed evaluation keys, (mean, std over the eval seeds): before
+        # the first generation (D = 0) and after the last (with every seed's value).
+        "es_mean_fitness_first": (round(float(mf[0]), 1), round(float(result.history["mean_fitness_std"][0]), 1)),
+        "es_mean_fitness_final": (round(float(np.mean(result.final_mean_fitness)), 1),
+                                  round(float(np.std(result.final_mean_fitness)), 1)),
+        "es_mean_fitness_final_per_seed": [round(float(x), 1) for x in result.final_mean_fitness],
         "population_fitness_by_generation": [round(float(x), 1) for x in result.history["fitness_mean"]],
         "meta_test_final_return": {f"{e} {d}": (round(m, 1), round(h, 1)) for (e, d, _), (m, h) in table.items()},
         "es_timings_s": {k: round(v, 1) for k, v in result.timings.items()},
         "seconds_per_generation": float(np.median(result.history["seconds"])),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
+
+
+def controls(params: dict) -> list:
+    """Drifts that tell a learned direction from "any nonzero drift helps": the learned
+    network with its head negated (f -> -f, the antithetic twin of the ES mean) and with a
+    random head of the same norm (same first layer)."""
+    import jax
+    import jax.numpy as jnp
+
+    from rlx.agents.meta.meta_test import Drift
+
+    w1, w2 = jnp.asarray(params["w1"]), jnp.asarray(params["w2"])
+    z = jax.random.normal(jax.random.key(1), w2.shape)
+    rand = z * jnp.linalg.norm(w2) / jnp.linalg.norm(z)
+    return [Drift("LPO, head negated", "lpo", {"w1": w1, "w2": -w2}),
+            Drift("LPO, random head of equal norm", "lpo", {"w1": w1, "w2": rand})]  # fmt: skip
 
 
 def _write_history(path: str, history: dict) -> None:
