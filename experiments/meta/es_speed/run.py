@@ -28,6 +28,7 @@ META = dict(
     figure="seconds per ES generation (population x PPO CartPole inner runs)",
     claim="one generation of 16 candidates x 1e5 CartPole steps takes under 60 s on 2 CPU cores",
     expected="under 60 s per generation after compilation (cpu scale)",
+    budget={"smoke": "about 1 min on 2 CPU cores", "cpu": "about 3 min on 2 shared CPU cores", "paper": "GPU"},
 )
 
 SCALES = {

@@ -44,6 +44,8 @@ META = dict(
           "least as well as PPO on a held-out env.",
     expected="cpu scale: the ES mean's fitness rises from about 210 (D = 0: half the seeds "
              "collapse) towards PPO's 500 on CartPole; Acrobot meta-test within PPO's CI.",
+    budget={"smoke": "about 1.5-2.5 min on 2 CPU cores", "cpu": "about 13 min on 2 shared CPU cores "
+            "(12 generations of 16 x 1e5 steps, then 48 meta-test runs)", "paper": "GPU"},
 )  # fmt: skip
 
 ENV = "gymnax/CartPole-v1"
