@@ -14,7 +14,8 @@ BENCHES = [
     ("PPO on CartPole: rlx vs rejax", ["bench_ppo.py", "cartpole"]),
     ("PPO on brax inverted_pendulum: rlx vs brax.training", ["bench_ppo.py", "brax"]),
     ("Distributional value iteration", ["bench_ddp.py"]),
-    ("SAC on Pendulum: rlx vs rejax", ["bench_sac.py"]),
+    ("SAC on Pendulum: rlx vs rejax", ["bench_sac.py", "--steps", "20000"]),
+    ("C-MORL on Deep Sea Treasure: population vs one policy at a time", ["bench_morl.py", "--updates", "20"]),
 ]
 
 
