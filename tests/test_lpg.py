@@ -242,3 +242,109 @@ def test_bad_config_errors_name_the_field():
     with pytest.raises(ValueError, match="max_lifetime"):
         cfg = _cfg()
         lpg.make_train(ENV, cfg)(jax.random.key(0), cfg, LEVELS.replace(lifetime=jnp.array([5, 50, 5])))
+
+
+# -- meta-testing on gymnax envs ------------------------------------------------------------------------
+from rlx import envs  # noqa: E402
+from rlx.agents.meta import lpg_gym, meta_test  # noqa: E402
+from rlx.agents.meta.es import save_params  # noqa: E402
+
+GYM = dict(num_envs=2, num_steps=10, total_steps=80, hidden=(8,), **META)  # 4 updates, 40 steps per env
+
+
+@pytest.fixture(scope="module")
+def gym_ta():
+    """TA-LPG with a non-trivial π̂ head driving the MLP agent on CartPole."""
+    env, env_params = envs.make("gymnax/CartPole-v1")
+    cfg = lpg_gym.LPGGymConfig(**GYM, temporal=True, lpg_params=_cfg(temporal=True).lpg_params)
+    train = lpg_gym.make_train(env, cfg)
+    return cfg, train, jax.jit(train), env_params
+
+
+def test_gym_lpg_runs_every_update_with_finite_metrics(gym_ta):
+    cfg, _, train, env_params = gym_ta
+    state, m = train(jax.random.key(0), cfg, env_params)
+    assert cfg.num_updates == 4 and int(state.update_step) == 4
+    assert {k: v.shape for k, v in m.items()} == {k: (4,) for k in m}
+    np.testing.assert_array_equal(np.asarray(m["env_steps"]), [20, 40, 60, 80])
+    for k in ("policy_loss", "kl_loss", "reward_per_step"):
+        assert np.isfinite(np.asarray(m[k])).all(), k
+    assert np.isfinite(float(m["episode_return"][-1])) and float(m["episodes"][-1]) >= 1
+    # π̂ != 0 moved the policy head away from its zero start; the untrained rule (π̂ head
+    # zero) has no policy gradient at all and leaves the policy uniform.
+    assert float(jnp.abs(state.params["pi"][0]).max()) > 0
+    zero = cfg.replace(lpg_params={**cfg.lpg_params, "pi_w": jnp.zeros_like(cfg.lpg_params["pi_w"])})
+    state, m = train(jax.random.key(0), zero, env_params)
+    np.testing.assert_array_equal(np.asarray(m["policy_loss"]), 0.0)
+    np.testing.assert_array_equal(np.asarray(state.params["pi"][0]), 0.0)
+
+
+def test_gym_lpg_vmapped_seeds_equal_seeds_one_by_one(gym_ta):
+    cfg, raw, train, env_params = gym_ta
+    keys = jax.random.split(jax.random.key(5), 2)
+    batched = jax.jit(jax.vmap(raw, (0, None, None)))(keys, cfg, env_params)[1]
+    for i in range(2):
+        single = train(keys[i], cfg, env_params)[1]
+        for k in single:
+            np.testing.assert_allclose(np.asarray(batched[k][i]), np.asarray(single[k]), rtol=1e-5, atol=1e-6, err_msg=k)
+    assert not np.allclose(np.asarray(batched["policy_loss"][0]), np.asarray(batched["policy_loss"][1]))
+
+
+@pytest.mark.parametrize("env_id", ["gymnax/Acrobot-v1", "gymnax/Breakout-MinAtar"])
+def test_gym_lpg_shapes_on_other_envs(env_id):
+    """Traced only (no compile): 6-d Acrobot and [10, 10, 4] MinAtar observations are flattened."""
+    env, env_params = envs.make(env_id)
+    cfg = lpg_gym.LPGGymConfig(**GYM, lpg_params=lpg.init_params(hidden=8, y_bins=4, phi_hidden=4))
+    state, m = jax.eval_shape(lpg_gym.make_train(env, cfg), jax.random.key(0), cfg, env_params)
+    assert m["episode_return"].shape == (4,) and state.obs.shape == (2, int(np.prod(env.observation_space().shape)))
+
+
+def test_meta_test_runs_a2c_and_a_saved_lpg_on_gymnax(tmp_path):
+    ta = lpg.init_params(jax.random.key(0), True, hidden=8, y_bins=4, phi_hidden=4)  # π̂ head zero
+    save_params(str(tmp_path / "lpg.npz"), lpg.without_time_inputs(ta))
+    rules = [meta_test.parse_drift("a2c"), meta_test.parse_drift(f"mine=lpg:{tmp_path / 'lpg.npz'}")]
+    assert [(d.name, d.kind) for d in rules] == [("a2c", "a2c"), ("mine", "lpg")]
+    rows, curves = meta_test.meta_test(rules, ["gymnax/CartPole-v1"], seeds=2, base_steps=80,
+                                       lpg_overrides=dict(num_envs=2, num_steps=10, hidden=(8,)), progress=False)  # fmt: skip
+    assert len(rows) == 4 and {r["total_steps"] for r in rows} == {80}
+    assert {k: v[1].shape for k, v in curves.items()} == {("gymnax/CartPole-v1", n, 1.0): (2, 4) for n in ("a2c", "mine")}
+    assert meta_test.lpg_preset("gymnax/CartPole-v1", rules[1]).meta_hidden == 8
+
+
+def test_lpg_network_without_time_inputs_is_the_ta_network_with_them_zeroed():
+    ta = _cfg(temporal=True).lpg_params
+    x = jax.random.normal(jax.random.key(0), (6, 3, 7)).at[..., 5:].set(0.0)
+    done = jax.random.bernoulli(jax.random.key(1), 0.3, (6, 3))
+    a = lpg.meta_outputs(ta, x, done)
+    b = lpg.meta_outputs(lpg.without_time_inputs(ta), x[..., :5], done)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), rtol=1e-6, atol=1e-7), a, b)
+
+
+def test_gym_lpg_bad_env_and_bad_specs_fail_before_compile(tmp_path):
+    for env_id in ("gymnax/Pendulum-v1", "brax/inverted_pendulum"):
+        env, _ = envs.make(env_id)
+        with pytest.raises(ValueError, match="continuous actions.*discrete-action env"):
+            lpg_gym.make_agent(env, lpg_gym.LPGGymConfig(update_rule="a2c"))
+    with pytest.raises(ValueError, match="LPGGymConfig.lpg_params is None"):
+        lpg_gym.LPGGymConfig()
+    with pytest.raises(ValueError, match=r"gru_wi.*temporal=True"):
+        lpg_gym.LPGGymConfig(temporal=True, meta_hidden=8, lpg_params=lpg.init_params(hidden=8))
+    with pytest.raises(ValueError, match="LPGGymConfig.total_steps"):
+        lpg_gym.LPGGymConfig(update_rule="a2c", num_envs=4, num_steps=10, total_steps=39)
+    ta = lpg.init_params(jax.random.key(0), True, hidden=8)
+    save_params(str(tmp_path / "ta.npz"), ta)
+    save_params(str(tmp_path / "drift.npz"), {"w1": jnp.zeros((8, 4))})
+    bad = {
+        f"x=lpg:{tmp_path / 'ta.npz'}": "TA-LPG network.*use KIND ta_lpg",
+        f"x=lpg:{tmp_path / 'drift.npz'}": "not an LPG meta-network",
+        f"x=sgd:{tmp_path / 'ta.npz'}": "KIND 'sgd' is invalid",
+        f"x=a2c:{tmp_path / 'ta.npz'}": "KIND 'a2c' is invalid",
+        f"x=ta_lpg:{tmp_path / 'none.npz'}": "no file",
+        "sgd": "accepted values are ppo, .*a2c, lpg, ta_lpg",
+        "x=lpg": "expected NAME=KIND:PATH.npz",
+    }
+    for spec, msg in bad.items():
+        with pytest.raises(ValueError, match=msg):
+            meta_test.parse_drift(spec)
+    d = meta_test.parse_drift(f"ta=ta_lpg:{tmp_path / 'ta.npz'}")
+    assert meta_test.lpg_preset("gymnax/Breakout-MinAtar", d).hidden == (256, 256)

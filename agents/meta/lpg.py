@@ -131,6 +131,15 @@ def check_params(params: Any, cfg: LPGConfig, where: str) -> None:
             )
 
 
+def without_time_inputs(params: dict) -> dict:
+    """A TA-LPG network as the LPG network it is when `time_inputs = 0`: the GRU input rows
+    that read n/N and log N (then multiplying zeros) are dropped. [7, 3H] -> [5, 3H]."""
+    d = np.shape(params["gru_wi"])[-2]
+    if d != input_size(True):
+        raise ValueError(f"without_time_inputs: gru_wi reads {d} inputs; a TA-LPG network reads {input_size(True)}.")
+    return {**params, "gru_wi": params["gru_wi"][..., : input_size(False), :]}
+
+
 def phi(params: dict, y: jax.Array) -> jax.Array:
     """φ(y): [..., Y] -> [...]."""
     h = jax.nn.relu(y @ params["phi_w1"] + params["phi_b1"])
@@ -214,13 +223,21 @@ def rollout(state: AgentState, env: mg.MetaGrid, cfg: LPGConfig, level: mg.Level
     return state._replace(env_state=env_state, obs=obs, key=key), traj
 
 
-def lpg_loss(params, traj: Rollout, cfg: LPGConfig, progress, lifetime) -> tuple[jax.Array, dict]:
-    """The agent's loss under the learned rule; the meta-network's outputs are constants."""
-    logits = _mlp(params["pi"], traj.obs)
+def grid_forward(params: dict, obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The grid agent's two MLPs: (policy logits [..., A], y logits [..., Y] or value [..., 1])."""
+    return _mlp(params["pi"], obs), _mlp(params["y"], obs)
+
+
+def lpg_loss(params, traj: Rollout, cfg: LPGConfig, progress, lifetime, forward=grid_forward) -> tuple[jax.Array, dict]:
+    """The agent's loss under the learned rule; the meta-network's outputs are constants.
+    `forward(params, obs) -> (policy logits, y logits)` is the agent's network (any agent
+    whose config has the meta-network fields of LPGConfig: lpg_params, temporal,
+    time_inputs, kl_coef)."""
+    logits, y_logits = forward(params, traj.obs)
     logp = jax.nn.log_softmax(logits)
     logp_a = jnp.take_along_axis(logp, traj.action[..., None], -1)[..., 0]
-    y = jax.nn.softmax(_mlp(params["y"], traj.obs))
-    y_next = jax.nn.softmax(_mlp(params["y"], traj.next_obs))
+    y = jax.nn.softmax(y_logits)
+    y_next = jax.nn.softmax(forward(params, traj.next_obs)[1])
     meta = cfg.lpg_params
     done = traj.done.astype(jnp.float32)
     feats = [traj.reward, done, jnp.exp(logp_a), phi(meta, y), (1 - done) * phi(meta, y_next)]
@@ -234,11 +251,14 @@ def lpg_loss(params, traj: Rollout, cfg: LPGConfig, progress, lifetime) -> tuple
     return pg + cfg.kl_coef * jnp.mean(kl), {"policy_loss": pg, "kl_loss": jnp.mean(kl)}
 
 
-def a2c_loss(params, traj: Rollout, cfg: LPGConfig, progress, lifetime) -> tuple[jax.Array, dict]:
-    logp = jax.nn.log_softmax(_mlp(params["pi"], traj.obs))
+def a2c_loss(params, traj: Rollout, cfg: LPGConfig, progress, lifetime, forward=grid_forward) -> tuple[jax.Array, dict]:
+    """A2C with truncation-aware GAE (bootstrapping from the true next observation) and an
+    entropy bonus; `forward(params, obs) -> (policy logits, value [..., 1])`."""
+    logits, v = forward(params, traj.obs)
+    logp = jax.nn.log_softmax(logits)
     logp_a = jnp.take_along_axis(logp, traj.action[..., None], -1)[..., 0]
-    v = _mlp(params["y"], traj.obs)[..., 0]
-    v_next = jax.lax.stop_gradient(_mlp(params["y"], traj.next_obs)[..., 0])
+    v = v[..., 0]
+    v_next = jax.lax.stop_gradient(forward(params, traj.next_obs)[1][..., 0])
     adv, ret = gae(traj.reward, jax.lax.stop_gradient(v), v_next, traj.terminated, traj.done, cfg.gamma, cfg.lam)
     entropy = -jnp.sum(jnp.exp(logp) * logp, -1).mean()
     pg = -jnp.mean(jax.lax.stop_gradient(adv) * logp_a)

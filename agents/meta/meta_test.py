@@ -1,9 +1,20 @@
-"""Meta-testing: train PPO with any drift (PPO, DPO, a saved LPO or TA-LPO) on held-out
-envs, at several training horizons, with several seeds; write a table and curves.
+"""Meta-testing: train PPO with any drift (PPO, DPO, a saved LPO or TA-LPO), or an agent
+trained by a learned policy gradient (a saved LPG or TA-LPG, or A2C as the baseline), on
+held-out envs, at several training horizons, with several seeds; write a table and curves.
 
     python -m rlx.agents.meta.meta_test --drift ppo --drift dpo \\
         --drift lpo=lpo:runs/lpo/mean.npz --env gymnax/Acrobot-v1 \\
         --horizons 0.5,1,2 --seeds 8 --out results/meta-test
+
+    python -m rlx.agents.meta.meta_test --drift a2c --drift lpg --drift ta=ta_lpg:results/lpg-lifetimes/ta_lpg.npz \\
+        --env gymnax/CartPole-v1 --base-steps 100000 --seeds 4
+
+Every `--drift` is an update rule. ppo, dpo and the KINDs lpo, lpo_ppo_init, ta_lpo,
+ta_lpo_ppo_init train PPO with that drift (`--set` overrides PPO fields). a2c, lpg and
+ta_lpg train `rlx.agents.meta.lpg_gym`'s agent (discrete actions only; `--lpg-set`
+overrides its fields): bare `lpg` / `ta_lpg` is the untrained meta-network (its π̂ head
+is zero, so the policy stays uniform), `NAME=lpg:PATH.npz` a saved one, whose GRU, y and
+φ sizes are read from the file.
 
 A horizon is a multiple of the env's base step budget (`--base-steps`, or the preset's
 `total_steps`). TA-LPO sees its progress n/N against the horizon it is run at, which
@@ -30,7 +41,7 @@ import jax
 import numpy as np
 
 from rlx.agents import ppo
-from rlx.agents.meta import drifts
+from rlx.agents.meta import drifts, lpg, lpg_gym
 
 # PPO settings per held-out env. MinAtar follows meta.md (Jackson et al. 2024's inner
 # loop: 64 envs x 128 steps, 4 epochs x 8 minibatches, relu MLP of width 64, 1e7 steps,
@@ -53,6 +64,24 @@ REFERENCE_RETURNS = {
 }  # fmt: skip
 
 
+# The LPG agent per held-out env (meta.md's meta-test agents): MLP(64, 64) for classic
+# control (LPGGymConfig's defaults); MLP(256, 256), Adam 5e-4, 64 workers x 20 steps for MinAtar.
+_LPG_MINATAR = dict(hidden=(256, 256), num_envs=64, num_steps=20, lr=5e-4)
+LPG_PRESETS: dict[str, dict] = {
+    "gymnax/Asterix-MinAtar": _LPG_MINATAR, "gymnax/Freeway-MinAtar": _LPG_MINATAR,
+    "gymnax/Breakout-MinAtar": _LPG_MINATAR, "gymnax/SpaceInvaders-MinAtar": _LPG_MINATAR,
+}  # fmt: skip
+LPG_KINDS = ("a2c", "lpg", "ta_lpg")  # rules that train lpg_gym's agent, not PPO
+
+
+def lpg_preset(env_id: str, drift: "Drift", **overrides: Any) -> lpg_gym.LPGGymConfig:
+    """The LPG agent's config on `env_id` for the rule `drift` (a2c, lpg or ta_lpg)."""
+    rule = dict(update_rule="a2c")
+    if drift.kind != "a2c":
+        rule = dict(update_rule="lpg", lpg_params=drift.params, **lpg_gym.meta_fields(drift.params))
+    return lpg_gym.LPGGymConfig(**{**LPG_PRESETS.get(env_id, {}), **overrides, **rule})
+
+
 def preset(env_id: str, **overrides: Any) -> ppo.PPOConfig:
     """The PPO config meta-testing uses on `env_id`, with `overrides` applied."""
     if env_id.startswith("brax/"):
@@ -69,34 +98,74 @@ class Drift(NamedTuple):
 
 
 def parse_drift(spec: str) -> Drift:
-    """`ppo`, `dpo`, or `NAME=KIND:PATH.npz` (a saved learned drift, e.g. `lpo=lpo:runs/lpo/mean.npz`)."""
+    """`ppo`, `dpo`, `a2c`, `lpg`, `ta_lpg` (the untrained meta-networks), or `NAME=KIND:PATH.npz`
+    (a saved learned drift or LPG, e.g. `lpo=lpo:runs/lpo/mean.npz`, `lpg=lpg:results/lpg-lifetimes/lpg.npz`)."""
     from rlx.agents.meta.es import load_params
 
+    kinds = (*drifts.KINDS, *LPG_KINDS)
     if "=" not in spec:
         kind = spec.strip()
+        if kind == "a2c":
+            return Drift("a2c", "a2c")
+        if kind in LPG_KINDS:
+            return Drift(f"untrained_{kind}", kind, lpg.init_params(temporal=kind == "ta_lpg"))
+        if kind not in drifts.KINDS:
+            raise ValueError(f"--drift {spec!r} is invalid: accepted values are {', '.join(kinds)}, or NAME=KIND:PATH.npz.")
         drifts.check_params(kind, drifts.init_params(kind), f"--drift {spec}")
         return Drift(kind, kind, drifts.init_params(kind))
     name, rest = spec.split("=", 1)
-    if ":" not in rest:
-        raise ValueError(f"--drift {spec!r}: expected NAME=KIND:PATH.npz (KIND one of {', '.join(drifts.KINDS)}).")
+    if ":" not in rest or not name.strip():
+        raise ValueError(f"--drift {spec!r}: expected NAME=KIND:PATH.npz (KIND one of {', '.join(kinds)}).")
     kind, path = rest.split(":", 1)
+    if kind not in kinds or kind == "a2c":
+        raise ValueError(f"--drift {spec!r}: KIND {kind!r} is invalid: a saved file is one of "
+                         f"{', '.join(k for k in kinds if k != 'a2c')}.")  # fmt: skip
+    if not os.path.isfile(path):
+        raise ValueError(f"--drift {spec!r}: no file {path!r}.")
     params = load_params(path)
-    drifts.check_params(kind, params, f"--drift {spec}")
-    return Drift(name, kind, params)
+    if kind in LPG_KINDS:
+        check_lpg(kind, params, f"--drift {spec}")
+    else:
+        drifts.check_params(kind, params, f"--drift {spec}")
+    return Drift(name.strip(), kind, params)
+
+
+def check_lpg(kind: str, params: Any, where: str) -> None:
+    """Raise unless `params` is a meta-network of `kind` (lpg: 5 inputs; ta_lpg: 7)."""
+    try:
+        fields = lpg_gym.meta_fields(params)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if fields["temporal"] != (kind == "ta_lpg"):
+        other = "ta_lpg" if fields["temporal"] else "lpg"
+        raise ValueError(f"{where}: the file holds a{' TA-' if fields['temporal'] else 'n '}LPG network "
+                         f"(gru_wi reads {lpg.input_size(fields['temporal'])} inputs), not {kind}: use KIND {other}.")  # fmt: skip
+    lpg.check_params(params, lpg_gym.LPGGymConfig(update_rule="a2c", **fields), where)
 
 
 def run_drift(
-    env_id: str, drift: Drift, total_steps: int, seeds: int, overrides: dict | None = None, devices: int | None = None
+    env_id: str,
+    drift: Drift,
+    total_steps: int,
+    seeds: int,
+    overrides: dict | None = None,
+    devices: int | None = None,
+    lpg_overrides: dict | None = None,
 ) -> dict[str, np.ndarray]:
-    """Train PPO with `drift` for `total_steps` on `seeds` seeds (one program, members
-    spread over the devices). Returns `{metric: [seeds, U]}`."""
+    """Train PPO with `drift` (or, for a2c / lpg / ta_lpg, lpg_gym's agent with that rule)
+    for `total_steps` on `seeds` seeds (one program, members spread over the devices).
+    Returns `{metric: [seeds, U]}`."""
     from rlx import envs
     from rlx import population as pop_lib
     from rlx.train import make_train, over_population, resolve_population_mode
 
     env, env_params = envs.make(env_id)
-    cfg = preset(env_id, **(overrides or {}), total_steps=int(total_steps), drift=drift.kind, drift_params=drift.params)
-    agent = ppo.make_agent(env, cfg)
+    if drift.kind in LPG_KINDS:
+        cfg = lpg_preset(env_id, drift, **(lpg_overrides or {}), total_steps=int(total_steps))
+        agent = lpg_gym.make_agent(env, cfg)
+    else:
+        cfg = preset(env_id, **(overrides or {}), total_steps=int(total_steps), drift=drift.kind, drift_params=drift.params)
+        agent = ppo.make_agent(env, cfg)
     pop = pop_lib.make_population(cfg, seeds=seeds)
     n = pop_lib.default_devices(seeds) if devices is None else devices
     mesh = pop_lib.make_mesh(n)
@@ -116,13 +185,15 @@ def meta_test(
     per_env: dict[str, dict] | None = None,
     out_dir: str | None = None,
     progress: bool = True,
+    lpg_overrides: dict | None = None,
 ) -> tuple[list[dict], dict]:
     """Every drift x env x horizon, `seeds` runs each.
 
     Returns `(rows, curves)`: one row per run (`env, drift, horizon, total_steps, seed,
     final_return, mean_return`) and `curves[(env, drift, horizon)] = (env_steps [U],
     episode_return [seeds, U])`. With `out_dir`, writes `meta_test.csv` and `meta_test.png`.
-    `overrides` are PPO fields for every env; `per_env[env_id]` adds fields for one env.
+    `overrides` are PPO fields for every env; `per_env[env_id]` adds fields for one env;
+    `lpg_overrides` are LPGGymConfig fields for the a2c / lpg / ta_lpg rules.
     """
     rows, curves = [], {}
     for env_id in env_ids:
@@ -132,7 +203,7 @@ def meta_test(
         for h in horizons:
             for d in drift_list:
                 t = time.perf_counter()
-                m = run_drift(env_id, d, max(1, int(round(h * base))), seeds, extra)
+                m = run_drift(env_id, d, max(1, int(round(h * base))), seeds, extra, lpg_overrides=lpg_overrides)
                 ret = m["episode_return"]
                 curves[(env_id, d.name, h)] = (m["env_steps"][0], ret)
                 for s in range(seeds):
@@ -218,12 +289,14 @@ def plot(path: str, rows: list[dict], curves: dict) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--drift", action="append", required=True, help="ppo | dpo | NAME=KIND:PATH.npz (repeat)")
+    parser.add_argument("--drift", action="append", required=True,
+                        help="ppo | dpo | a2c | lpg | ta_lpg | NAME=KIND:PATH.npz (repeat)")  # fmt: skip
     parser.add_argument("--env", action="append", required=True, help="held-out env id (repeat)")
     parser.add_argument("--horizons", default="1", help="comma-separated multiples of the base steps")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--base-steps", type=float, default=None, help="base env steps (default: the preset's)")
     parser.add_argument("--set", nargs="*", default=[], help="PPO field overrides, key=value")
+    parser.add_argument("--lpg-set", nargs="*", default=[], help="LPG/A2C agent (LPGGymConfig) field overrides, key=value")
     parser.add_argument("--devices", type=int, default=None, help="CPU devices (default: every core)")
     parser.add_argument("--out", default="results/meta-test")
     args = parser.parse_args(argv)
@@ -233,9 +306,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     names = [item.split("=", 1)[0].strip().replace("-", "_") for item in args.set]
     parsed = apply_overrides(ppo.PPOConfig(), args.set)  # typed, validated, close-match errors
     overrides = {k: getattr(parsed, k) for k in names}
+    lpg_names = [item.split("=", 1)[0].strip().replace("-", "_") for item in args.lpg_set]
+    lpg_parsed = apply_overrides(lpg_gym.LPGGymConfig(update_rule="a2c"), args.lpg_set)
+    lpg_overrides = {k: getattr(lpg_parsed, k) for k in lpg_names}
     horizons = [float(h) for h in args.horizons.split(",")]
     base = int(args.base_steps) if args.base_steps else None
-    rows, _ = meta_test(drift_list, args.env, horizons, args.seeds, base, overrides, out_dir=args.out)
+    rows, _ = meta_test(drift_list, args.env, horizons, args.seeds, base, overrides, out_dir=args.out,
+                        lpg_overrides=lpg_overrides)  # fmt: skip
     for (env_id, name, h), (mean, half) in summary(rows).items():
         print(f"{env_id:32s} {name:12s} x{h:<5g} final return {mean:9.2f} ± {half:.2f}")
 

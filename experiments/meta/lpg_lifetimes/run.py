@@ -10,7 +10,10 @@ head is zero (the agent's policy stays uniform: "untrained" below). A2C, trained
 same held-out levels for the same lifetimes, is the hand-designed reference.
 
 Writes `lpg-lifetimes.png` (ES fitness per generation; held-out return against lifetime)
-and `lpg-lifetimes.csv` (one row per rule x lifetime x batch of held-out levels).
+and `lpg-lifetimes.csv` (one row per rule x lifetime x batch of held-out levels), and the
+meta-networks for meta-testing on other envs (`rlx.agents.meta.meta_test`): `lpg.npz` (the
+LPG ES mean, as a 5-input network), `ta_lpg.npz` (the TA-LPG ES mean) and
+`untrained_ta_lpg.npz` (the common start).
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from rlx.agents.meta.es import ESConfig, MetaTask, MetaTrainer
+    from rlx.agents.meta.es import ESConfig, MetaTask, MetaTrainer, save_params
     s = SCALES[scale]
     out_dir = out_dir or os.path.join("results", META["name"])
     os.makedirs(out_dir, exist_ok=True)
@@ -96,6 +99,11 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
         result = trainer.run()
         curves[name], timing[name], means[name] = result.history, result.timings, result.mean
         finals[name] = result.final_mean_fitness
+    # LPG ran as the TA-LPG network with its TA inputs zeroed: saved without the GRU rows
+    # that read them, it is the same rule as a plain 5-input LPG network.
+    save_params(os.path.join(out_dir, "lpg.npz"), lpg.without_time_inputs(means["LPG"]))
+    save_params(os.path.join(out_dir, "ta_lpg.npz"), means["TA-LPG"])
+    save_params(os.path.join(out_dir, "untrained_ta_lpg.npz"), init)
     # Held out: P batches of `levels` levels each, drawn from keys never used by the ES; one
     # call scores one rule on all of them (every slot holds the same θ, each its own key).
     keys = jnp.stack([jax.random.fold_in(jax.random.key(10**6), b) for b in range(P)])[:, None]  # [P, 1]

@@ -1,0 +1,195 @@
+"""LPG and TA-LPG on any discrete-action rlx env (gymnax CartPole, Acrobot, MinAtar): the
+agent that meta-tests a learned policy gradient away from the grid worlds it was trained on.
+
+The agent is an MLP torso over the flattened observation with two linear heads: policy
+logits `[A]` and the logits of a categorical prediction y `[Y]` (`y_bins`, the meta-network's
+size). Each update collects `num_steps` steps from `num_envs` envs and takes one Adam step
+(global-norm clipped) on the loss of `rlx.agents.meta.lpg.lpg_loss`, the same function the
+grid-world agent uses:
+
+    L = -mean(π̂ · log π(a|s)) + kl_coef · mean(KL(y(s) ‖ ŷ)),
+
+where the meta-network reads `[r, done, π(a|s), φ(y_t), (1 - done) φ(y_{t+1})]` backwards in
+time (TA-LPG also reads n/N and log N / log 1000, with N = `num_updates` of the run) and
+gives π̂ and ŷ, held fixed. `update_rule = "a2c"` makes the y head a value head and trains
+with `lpg.a2c_loss` (truncation-aware GAE, entropy bonus): the hand-designed baseline.
+
+Both heads start at zero: the first policy and y are uniform, as for the grid agent, so an
+LPG whose π̂ head is zero (`lpg.init_params`, "untrained") never moves the policy.
+
+`make_agent(env, cfg)` is an rlx `Agent`; `make_train(env, cfg)` returns the core's
+`train(key, cfg, env_params) -> (state, metrics)`, pure and jittable, with one row per
+update in `metrics` (`episode_return`, `env_steps`, `policy_loss`, ...), vmappable over keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rlx.agents.meta import lpg
+from rlx.config import config, static, traced
+from rlx.envs.wrappers import EpisodeStats, episode_summary, is_discrete
+from rlx.types import Agent
+
+ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
+
+
+@config
+class LPGGymConfig:
+    """The meta-test agent: rollouts, network, optimiser, and the rule that trains it."""
+
+    num_envs: int = static(16, "parallel environments", ge=1)
+    num_steps: int = static(20, "rollout length per update (the meta-network's sequence)", ge=1)
+    total_steps: int = static(100_000, "env steps in a full run", ge=1)
+    hidden: tuple = static((64, 64), "torso MLP widths (meta.md: 64, 64 for classic control; 256, 256 for MinAtar)")
+    activation: str = static("relu", "torso activation", choices=tuple(ACTIVATIONS))
+    y_bins: int = static(8, "bins of the agent's categorical prediction y (the meta-network's)", ge=2)
+    meta_hidden: int = static(256, "GRU units of the meta-network", ge=1)
+    phi_hidden: int = static(16, "units of φ, the embedding of y", ge=1)
+    temporal: bool = static(False, "TA-LPG: the meta-network also sees n/N and log N / log 1000")
+    update_rule: str = static("lpg", "lpg (the learned rule) or a2c (the baseline)", choices=lpg.RULES)
+    lpg_params: Any = traced(None, "the meta-network (lpg.init_params or a saved ES mean)")
+    time_inputs: float = traced(1.0, "multiplies the TA inputs (0: a TA-LPG network acts as LPG)", ge=0)
+    lr: float = traced(1e-3, "Adam learning rate", gt=0)
+    max_grad_norm: float = traced(0.5, "global gradient-norm clip", gt=0)
+    kl_coef: float = traced(0.5, "weight of KL(y ‖ ŷ)", ge=0)
+    gamma: float = traced(0.99, "A2C discount", ge=0, le=1)
+    lam: float = traced(0.95, "A2C GAE λ", ge=0, le=1)
+    ent_coef: float = traced(0.01, "A2C entropy bonus", ge=0)
+
+    def check(self) -> None:
+        name = type(self).__name__
+        if self.update_rule == "lpg":
+            if self.lpg_params is None:
+                raise ValueError(f"{name}.lpg_params is None: the lpg rule needs a meta-network, from lpg.init_params "
+                                 "or a saved file (lpg_gym.meta_fields gives the matching shape fields).")  # fmt: skip
+            lpg.check_params(self.lpg_params, self, f"{name}.lpg_params")
+        if not self.hidden or any(int(h) < 1 for h in self.hidden):
+            raise ValueError(f"{name}.hidden = {self.hidden!r} is invalid: at least one width, each >= 1.")
+        if self.total_steps < self.num_envs * self.num_steps:
+            raise ValueError(f"{name}.total_steps = {self.total_steps} is invalid: it must be >= "
+                             f"num_envs*num_steps = {self.num_envs * self.num_steps} (one update).")  # fmt: skip
+
+    @property
+    def num_updates(self) -> int:
+        return self.total_steps // (self.num_envs * self.num_steps)
+
+
+def meta_fields(params: dict) -> dict:
+    """The static LPGGymConfig fields that fit a meta-network: temporal, meta_hidden,
+    y_bins, phi_hidden (read from its shapes)."""
+    missing = {"gru_wi", "gru_wh", "y_w", "phi_w1"} - set(params)
+    if missing:
+        raise ValueError(f"not an LPG meta-network: it lacks {sorted(missing)}; it has {sorted(params)}.")
+    d = np.shape(params["gru_wi"])[-2]
+    if d not in (lpg.input_size(False), lpg.input_size(True)):
+        raise ValueError(f"gru_wi reads {d} inputs: an LPG network reads {lpg.input_size(False)}, TA-LPG "
+                         f"{lpg.input_size(True)}.")  # fmt: skip
+    return dict(temporal=d == lpg.input_size(True), meta_hidden=int(np.shape(params["gru_wh"])[-2]),
+                y_bins=int(np.shape(params["y_w"])[-1]), phi_hidden=int(np.shape(params["phi_w1"])[-1]))  # fmt: skip
+
+
+class GymState(NamedTuple):
+    params: dict  # {"torso": [(w, b), ...], "pi": (w, b), "y": (w, b)} (A2C: "y" is the value head)
+    opt_state: Any
+    env_state: Any  # [B], with episode statistics
+    obs: jax.Array  # [B, obs_dim], flattened
+    key: jax.Array
+    update_step: jax.Array  # int32: updates done so far
+    env_steps: jax.Array  # int32
+
+
+def make_agent(env: Any, cfg: LPGGymConfig) -> Agent:
+    """The LPG (or A2C) agent for `env`; raises before any compile unless its actions are
+    discrete and its reward is a scalar."""
+    name = getattr(env, "name", type(env).__name__)
+    act_space = env.action_space(env.default_params)
+    if not is_discrete(act_space):
+        raise ValueError(
+            f"{name} has continuous actions ({type(act_space).__name__}, shape {getattr(act_space, 'shape', None)}): "
+            "the LPG agent's policy is categorical, so it needs a discrete-action env (gymnax CartPole, Acrobot, "
+            "MinAtar, ...). Meta-test continuous control with a PPO drift instead."
+        )
+    if getattr(env, "reward_dim", None):
+        raise ValueError(f"{name} has vector rewards (reward_dim={env.reward_dim}): LPG reads a scalar reward.")
+    num_actions = int(act_space.n)
+    obs_dim = int(np.prod(env.observation_space(env.default_params).shape))
+    env = EpisodeStats(env)
+    act_fn = ACTIVATIONS[cfg.activation]
+    out_y = cfg.y_bins if cfg.update_rule == "lpg" else 1
+    loss_fn = lpg.lpg_loss if cfg.update_rule == "lpg" else lpg.a2c_loss
+    num_updates = cfg.num_updates
+    batch = cfg.num_envs * cfg.num_steps
+    # He init for relu, LeCun for tanh: unit-scale features at the heads.
+    gain = 2.0 if cfg.activation == "relu" else 1.0
+
+    def flat(obs, lead: int):
+        return obs.reshape(obs.shape[:lead] + (obs_dim,)).astype(jnp.float32)
+
+    def forward(params, x):
+        """x [..., obs_dim] -> (policy logits [..., A], y logits [..., Y] or value [..., 1])."""
+        for w, b in params["torso"]:
+            x = act_fn(x @ w + b)
+        return x @ params["pi"][0] + params["pi"][1], x @ params["y"][0] + params["y"][1]
+
+    def init_params(key):
+        sizes = (obs_dim, *cfg.hidden)
+        ks = jax.random.split(key, len(sizes) - 1)
+        torso = [(jax.random.normal(k, (a, b)) * np.sqrt(gain / a), jnp.zeros(b)) for k, a, b in zip(ks, sizes[:-1], sizes[1:])]
+        width = sizes[-1]
+        zero = lambda n: (jnp.zeros((width, n)), jnp.zeros(n))  # noqa: E731
+        return {"torso": torso, "pi": zero(num_actions), "y": zero(out_y)}
+
+    def make_optimizer(c: LPGGymConfig):
+        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
+
+    def init(key, c: LPGGymConfig, env_params) -> GymState:
+        key, k_net, k_env = jax.random.split(key, 3)
+        params = init_params(k_net)
+        obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
+        zero = jnp.zeros((), jnp.int32)
+        return GymState(params, make_optimizer(c).init(params), env_state, flat(obs, 1), key, zero, zero)
+
+    def update(state: GymState, c: LPGGymConfig, env_params):
+        params = state.params
+
+        def env_step(carry, _):
+            env_state, obs, key = carry
+            key, k_act, k_env = jax.random.split(key, 3)
+            action = jax.random.categorical(k_act, forward(params, obs)[0])
+            keys = jax.random.split(k_env, cfg.num_envs)
+            nobs, env_state, reward, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(keys, env_state, action, env_params)
+            nobs, done = flat(nobs, 1), term | trunc
+            # The true next observation: the finished episode's last one where it ended.
+            true_next = jnp.where(done[:, None], flat(info["final_obs"], 1), nobs)
+            return (env_state, nobs, key), lpg.Rollout(obs, action, reward, term, done, true_next)
+
+        (env_state, obs, key), traj = jax.lax.scan(env_step, (state.env_state, state.obs, state.key), None, cfg.num_steps)
+        progress = state.update_step.astype(jnp.float32) / num_updates
+        grads, info = jax.grad(loss_fn, has_aux=True)(params, traj, c, progress, jnp.float32(num_updates), forward)
+        updates, opt_state = make_optimizer(c).update(grads, state.opt_state, params)
+        env_steps = state.env_steps + batch
+        episode_return, episodes = episode_summary(env_state)
+        metrics = dict(info, env_steps=env_steps, episode_return=episode_return, episodes=episodes,
+                       reward_per_step=jnp.mean(traj.reward))  # fmt: skip
+        new = GymState(optax.apply_updates(params, updates), opt_state, env_state, obs, key, state.update_step + 1, env_steps)
+        return new, metrics
+
+    def act(params, obs, key, c: LPGGymConfig, deterministic: bool = True):
+        """One unbatched observation -> one action."""
+        logits = forward(params, flat(obs[None], 1))[0][0]
+        return jnp.argmax(logits) if deterministic else jax.random.categorical(key, logits)
+
+    return Agent(init=init, update=update, act=act, policy_params=lambda s: s.params, num_updates=lambda c: c.num_updates)
+
+
+def make_train(env: Any, cfg: LPGGymConfig):
+    """`train(key, cfg, env_params) -> (state, metrics {name: [num_updates]})`."""
+    from rlx.train import make_train as core_make_train
+
+    return core_make_train(make_agent(env, cfg), cfg)
