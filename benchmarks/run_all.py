@@ -16,6 +16,7 @@ BENCHES = [
     ("Distributional value iteration", ["bench_ddp.py"]),
     ("SAC on Pendulum: rlx vs rejax", ["bench_sac.py", "--steps", "20000"]),
     ("C-MORL on Deep Sea Treasure: population vs one policy at a time", ["bench_morl.py", "--updates", "20"]),
+    ("Meta-learning: LPO ES generation and LPG meta-steps", ["bench_meta.py"]),
 ]
 
 
