@@ -104,12 +104,28 @@ def rejax_ppo_cartpole(seeds, total_steps, threshold):
 
 
 # -- brax.training -------------------------------------------------------------------------
+def _shim_device_put_replicated():
+    """brax.training 0.14.2 calls `jax.device_put_replicated`, which jax 0.10 removed. On
+    newer jax (a GPU machine's, say) put back the one behaviour brax needs: stack the tree
+    once per device, for its `pmap`. On the locked jax 0.9.2 this does nothing."""
+    if hasattr(jax, "device_put_replicated"):
+        return False
+    import jax.numpy as jnp
+
+    def device_put_replicated(tree, devices):
+        return jax.tree.map(lambda a: jnp.stack([jnp.asarray(a)] * len(devices)), tree)
+
+    jax.device_put_replicated = device_put_replicated
+    return True
+
+
 def brax_ppo_inverted_pendulum(total_steps, threshold):
     import functools
 
     from brax import envs as brax_envs
     from brax.training.agents.ppo import train as brax_ppo
 
+    shimmed = _shim_device_put_replicated()
     env = brax_envs.get_environment("inverted_pendulum", backend="generalized")
     progress = []
     train_fn = functools.partial(
@@ -135,6 +151,8 @@ def brax_ppo_inverted_pendulum(total_steps, threshold):
     out = row("brax.training 0.14.2", "inverted_pendulum generalized, 2048 envs", setup, total - setup, total_steps,
               steps, rets, threshold, float(rets[-1]))  # fmt: skip
     out["note"] = "includes brax's periodic evaluation; compile = time to its first progress report"
+    if shimmed:
+        out["system"] += f" (device_put_replicated shim, jax {jax.__version__})"
     return out
 
 
