@@ -14,8 +14,9 @@ time (TA-LPG also reads n/N and log N / log 1000, with N = `num_updates` of the 
 gives π̂ and ŷ, held fixed. `update_rule = "a2c"` makes the y head a value head and trains
 with `lpg.a2c_loss` (truncation-aware GAE, entropy bonus): the hand-designed baseline.
 
-Both heads start at zero: the first policy and y are uniform, as for the grid agent, so an
-LPG whose π̂ head is zero (`lpg.init_params`, "untrained") never moves the policy.
+A2C's value head sits on a separate critic torso of the same widths. Both heads start at
+zero: the first policy and y are uniform, as for the grid agent, so an LPG whose π̂ head is
+zero (`lpg.init_params`, "untrained") never moves the policy.
 
 `make_agent(env, cfg)` is an rlx `Agent`; `make_train(env, cfg)` returns the core's
 `train(key, cfg, env_params) -> (state, metrics)`, pure and jittable, with one row per
@@ -95,7 +96,7 @@ def meta_fields(params: dict) -> dict:
 
 
 class GymState(NamedTuple):
-    params: dict  # {"torso": [(w, b), ...], "pi": (w, b), "y": (w, b)} (A2C: "y" is the value head)
+    params: dict  # {"torso": [(w, b), ...], "pi": (w, b), "y": (w, b)} (A2C: "y" is the value head on "critic")
     opt_state: Any
     env_state: Any  # [B], with episode statistics
     obs: jax.Array  # [B, obs_dim], flattened
@@ -131,19 +132,32 @@ def make_agent(env: Any, cfg: LPGGymConfig) -> Agent:
     def flat(obs, lead: int):
         return obs.reshape(obs.shape[:lead] + (obs_dim,)).astype(jnp.float32)
 
+    def torso(layers, x):
+        for w, b in layers:
+            x = act_fn(x @ w + b)
+        return x
+
     def forward(params, x):
         """x [..., obs_dim] -> (policy logits [..., A], y logits [..., Y] or value [..., 1])."""
-        for w, b in params["torso"]:
-            x = act_fn(x @ w + b)
-        return x @ params["pi"][0] + params["pi"][1], x @ params["y"][0] + params["y"][1]
+        h = torso(params["torso"], x)
+        h_y = torso(params["critic"], x) if "critic" in params else h
+        return h @ params["pi"][0] + params["pi"][1], h_y @ params["y"][0] + params["y"][1]
 
-    def init_params(key):
+    def init_torso(key):
         sizes = (obs_dim, *cfg.hidden)
         ks = jax.random.split(key, len(sizes) - 1)
-        torso = [(jax.random.normal(k, (a, b)) * np.sqrt(gain / a), jnp.zeros(b)) for k, a, b in zip(ks, sizes[:-1], sizes[1:])]
-        width = sizes[-1]
-        zero = lambda n: (jnp.zeros((width, n)), jnp.zeros(n))  # noqa: E731
-        return {"torso": torso, "pi": zero(num_actions), "y": zero(out_y)}
+        return [(jax.random.normal(k, (a, b)) * np.sqrt(gain / a), jnp.zeros(b)) for k, a, b in zip(ks, sizes[:-1], sizes[1:])]
+
+    def init_params(key):
+        k_torso, k_critic = jax.random.split(key)
+        zero = lambda n: (jnp.zeros((cfg.hidden[-1], n)), jnp.zeros(n))  # noqa: E731
+        params = {"torso": init_torso(k_torso), "pi": zero(num_actions), "y": zero(out_y)}
+        if cfg.update_rule == "a2c":
+            # A2C's critic has its own torso (as in PureJaxRL's actor-critic): on a shared one
+            # the value loss, with targets near -100 on Acrobot, drives the features so hard
+            # that the policy collapses to one action within a few thousand steps.
+            params["critic"] = init_torso(k_critic)
+        return params
 
     def make_optimizer(c: LPGGymConfig):
         return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
@@ -175,8 +189,10 @@ def make_agent(env: Any, cfg: LPGGymConfig) -> Agent:
         updates, opt_state = make_optimizer(c).update(grads, state.opt_state, params)
         env_steps = state.env_steps + batch
         episode_return, episodes = episode_summary(env_state)
+        logp = jax.nn.log_softmax(forward(params, traj.obs)[0])
+        entropy = -jnp.mean(jnp.sum(jnp.exp(logp) * logp, -1))  # of the rollout's policy: shows a collapse
         metrics = dict(info, env_steps=env_steps, episode_return=episode_return, episodes=episodes,
-                       reward_per_step=jnp.mean(traj.reward))  # fmt: skip
+                       reward_per_step=jnp.mean(traj.reward), entropy=entropy)  # fmt: skip
         new = GymState(optax.apply_updates(params, updates), opt_state, env_state, obs, key, state.update_step + 1, env_steps)
         return new, metrics
 
