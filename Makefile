@@ -17,9 +17,9 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	$(BIN)/rlx train ppo --env gymnax/CartPole-v1 --seeds 8 --out runs/quickstart-$$(date +%Y%m%d-%H%M%S)
 
-## The default test suite (slow learning checks excluded).
+## The default test suite (slow learning checks excluded), on two pytest-xdist workers.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 ## The slow learning checks (minutes to tens of minutes on 2 cores).
 test-slow: $(STAMP)

@@ -160,6 +160,19 @@ def _env_kwargs(raw: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _per_member(values, limit: int = 16) -> str:
+    """Every member's value for small populations; a summary for large ones (the full list
+    is in summary.json)."""
+    import numpy as np
+
+    v = np.asarray(values, float)
+    if v.size <= limit:
+        return str(np.round(v, 1).tolist())
+    with np.errstate(all="ignore"):
+        return (f"mean {np.nanmean(v):.1f} ± {np.nanstd(v):.1f}, min {np.nanmin(v):.1f}, median {np.nanmedian(v):.1f}, "
+                f"max {np.nanmax(v):.1f} over {v.size} members (all in summary.json)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
@@ -570,9 +583,9 @@ def _finish(args, agent, env, env_params, pop, result, out_dir, env_name, mesh) 
     with np.errstate(all="ignore"):
         final = np.nanmean(y[:, -max(1, y.shape[1] // 20):], 1)
     summary["final_train_return"] = final.tolist()
-    print(f"final training return per member (mean of the last 5% of updates): {np.round(final, 1).tolist()}")
+    print(f"final training return per member (mean of the last 5% of updates): {_per_member(final)}")
     if "eval_return" in summary:
-        print(f"deterministic evaluation return per member: {np.round(summary['eval_return'], 1).tolist()}")
+        print(f"deterministic evaluation return per member: {_per_member(summary['eval_return'])}")
     t = result.timings
     print(f"compile {t['compile_s']:.1f}s, run {t['run_s']:.1f}s; wrote {out_dir}/learning_curve.png")
     return summary

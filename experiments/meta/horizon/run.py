@@ -48,7 +48,7 @@ INNER = dict(update_epochs=10, lr=1e-2)
 HORIZONS = (0.25, 0.5, 1.0, 2.0, 4.0)
 SCALES = {
     "smoke": dict(steps=2048, population=4, generations=2, eval_seeds=2, test_seeds=2, hidden=16,
-                  sigma=0.1, lr=0.03, horizons=(0.5, 1.0, 2.0)),
+                  sigma=0.1, lr=0.03, horizons=(1.0, 2.0)),
     "cpu": dict(steps=30_000, population=16, generations=16, eval_seeds=4, test_seeds=8, hidden=32,
                 sigma=0.1, lr=0.03, horizons=HORIZONS),
     # GPU: the paper's budget in kind (Goldie et al. 2025's ES; MinAtar belongs here).
