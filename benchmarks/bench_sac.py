@@ -12,6 +12,12 @@ forever when rejax copies the env (it looks up `_env` before it exists). rejax's
 evaluates once (128 episodes), at the end.
 
     .venv/bin/python benchmarks/bench_sac.py [--steps 10000] [--repeats 2]
+    .venv/bin/python benchmarks/bench_sac.py --suite brax   # rlx vs brax.training on inverted_pendulum
+
+The brax suite runs brax.training 0.14.2's own SAC with the setting of rlx's
+`sac.brax_config` (128 envs, batch 128, 32 gradient steps per 128 env steps, γ 0.997,
+lr 6e-4, reward scale 5, 8192 warm-up transitions, observation normalisation, 1e5
+steps), and both are judged by deterministic evaluation, 11 points along the run.
 """
 
 from __future__ import annotations
@@ -69,12 +75,80 @@ def bench_rejax(steps: int, warmup: int, seed: int):
     return compile_s, run_s, float(evaluation[1].mean())
 
 
+def brax_suite(steps: int) -> list[dict]:
+    """rlx SAC and brax.training's SAC on brax inverted_pendulum (generalized), 1 seed each."""
+    import functools
+
+    import numpy as np
+    from bench_ppo import _shim_device_put_replicated, guarded, row, table
+
+    from rlx import envs
+    from rlx.agents import sac
+    from rlx.population import make_population
+    from rlx.train import Runner
+
+    def rlx_run():
+        env, params = envs.make("brax/inverted_pendulum", backend="generalized")
+        cfg = sac.brax_config(total_steps=steps)
+        agent = sac.make_agent(env, cfg)
+        chunk = -(-cfg.num_updates // 10)  # 10 evaluations along the run, as brax's num_evals=11
+        res = Runner(agent, make_population(cfg, seeds=1), params, None, devices=1, progress=False,
+                     chunk_updates=chunk, eval_env=env, eval_every=1, eval_episodes=16).run()  # fmt: skip
+        t, m = res.timings, res.metrics
+        ok = np.isfinite(m["eval_return"][0])
+        x, y = m["env_steps"][0][ok], m["eval_return"][0][ok]
+        return row("rlx", "inverted_pendulum generalized, 128 envs", t["compile_s"] + t["init_s"], t["run_s"],
+                   cfg.total_steps, x, y, 900, float(y[-1]))  # fmt: skip
+
+    def brax_run():
+        from brax import envs as brax_envs
+        from brax.training.agents.sac import train as brax_sac
+
+        shimmed = _shim_device_put_replicated()
+        env = brax_envs.get_environment("inverted_pendulum", backend="generalized")
+        progress, times = [], []
+        t0 = time.perf_counter()
+
+        def on_progress(step, metrics):
+            times.append(time.perf_counter() - t0)
+            progress.append((step, float(metrics["eval/episode_reward"])))
+
+        functools.partial(
+            brax_sac.train, num_timesteps=steps, episode_length=1000, num_envs=128, batch_size=128,
+            grad_updates_per_step=32, learning_rate=6e-4, discounting=0.997, reward_scaling=5,
+            normalize_observations=True, min_replay_size=8192, max_replay_size=100_000, num_evals=11,
+            deterministic_eval=True, seed=1,
+        )(environment=env, progress_fn=on_progress)  # fmt: skip
+        total = time.perf_counter() - t0
+        setup = times[0] if times else 0.0
+        x = np.asarray([a for a, _ in progress], float)
+        y = np.asarray([b for _, b in progress])
+        out = row("brax.training 0.14.2" + (f" (device_put_replicated shim, jax {jax.__version__})" if shimmed else ""),
+                  "inverted_pendulum generalized, 128 envs", setup, total - setup, steps, x, y, 900, float(y[-1]))  # fmt: skip
+        out["note"] = "compile = time to brax's first progress report (after its initial evaluation)"
+        return out
+
+    rows = [rlx_run(), guarded("brax.training", "inverted_pendulum", brax_run)]
+    print(f"\nSAC, brax inverted_pendulum, {steps} env steps, 1 seed, {jax.default_backend()}\n")
+    print(table(rows))
+    if "error" not in rows[1]:
+        print(f"\nratio rlx / brax.training: {rows[0]['sps'] / rows[1]['sps']:.2f}x env-steps/s excluding compile, "
+              f"{rows[0]['sps_incl'] / rows[1]['sps_incl']:.2f}x including it")  # fmt: skip
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=10_000)
+    p.add_argument("--steps", type=int, default=None, help="env steps (default: 10000 for pendulum, 100096 for brax)")
     p.add_argument("--warmup", type=int, default=1_000)
     p.add_argument("--repeats", type=int, default=1, help="alternate rlx and rejax this many times; best is reported")
+    p.add_argument("--suite", choices=("pendulum", "brax"), default="pendulum",
+                   help="pendulum: rlx vs rejax on gymnax Pendulum; brax: rlx vs brax.training on inverted_pendulum")
     args = p.parse_args()
+    if args.suite == "brax":
+        brax_suite(args.steps or 100_096)
+        return
+    args.steps = args.steps or 10_000
     results: dict[str, list] = {"rlx": [], "rejax 0.1.3": []}
     for r in range(args.repeats):
         results["rlx"].append(bench_rlx(args.steps, args.warmup, r))

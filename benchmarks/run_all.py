@@ -15,6 +15,7 @@ BENCHES = [
     ("PPO on brax inverted_pendulum: rlx vs brax.training", ["bench_ppo.py", "brax"]),
     ("Distributional value iteration", ["bench_ddp.py"]),
     ("SAC on Pendulum: rlx vs rejax", ["bench_sac.py", "--steps", "20000"]),
+    ("SAC on brax inverted_pendulum: rlx vs brax.training", ["bench_sac.py", "--suite", "brax"]),
     ("C-MORL on Deep Sea Treasure: population vs one policy at a time", ["bench_morl.py", "--updates", "20"]),
     ("Meta-learning: LPO ES generation and LPG meta-steps", ["bench_meta.py"]),
 ]
