@@ -7,6 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import os
+
 from rlx import replay
 
 
@@ -123,3 +125,44 @@ def test_bad_sizes_raise():
         replay.init(example(), 0)
     with pytest.raises(ValueError, match="does not fit"):
         replay.add(replay.init(example(), 2), items(0, 3))
+
+
+def _buffer_copies(capacity: int) -> list[str]:
+    """HLO lines of a compiled two-update SAC loop that copy an array with `capacity` rows."""
+    from rlx import envs
+    from rlx.agents import sac
+
+    env, params = envs.make("gymnax/Pendulum-v1")
+    cfg = sac.SACConfig(buffer_size=capacity, learning_starts=256, total_steps=1_000, hidden=(8, 8), critic_hidden=(8, 8))
+    agent = sac.make_agent(env, cfg)
+    state = jax.eval_shape(lambda k: agent.init(k, cfg, params), jax.random.key(0))
+
+    def run(state):
+        return jax.lax.scan(lambda s, _: (agent.update(s, cfg, params)[0], None), state, None, 2)[0]
+
+    # The state is donated, as the chunked driver does, so XLA needs no copy of the
+    # initial buffer either.
+    text = jax.jit(run, donate_argnums=0).lower(state).compile().as_text()
+    return [line for line in text.splitlines() if " copy(" in line and f"[{capacity}" in line]
+
+
+def test_an_update_writes_and_samples_the_buffer_in_place():
+    """The buffer is written and then sampled in one loop body. Without the XLA flag that
+    `import rlx` sets, XLA fuses the write into the sampling gather and then copies the
+    whole buffer every update (3 of its 6 arrays, twice); with it, nothing is copied."""
+    import os
+
+    assert "xla_cpu_copy_insertion_use_region_analysis=true" in os.environ.get("XLA_FLAGS", "")
+    copies = _buffer_copies(99_991)
+    assert copies == [], copies[:3]
+
+
+def test_the_xla_flag_can_be_turned_off():
+    import subprocess
+    import sys
+
+    code = "import os, rlx; print(os.environ.get('XLA_FLAGS', ''))"
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "XLA_FLAGS": ""})
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "XLA_FLAGS": "", "RLX_XLA_CPU_FLAGS": "0"})  # fmt: skip
+    assert "region_analysis=true" in on.stdout and "region_analysis" not in off.stdout
