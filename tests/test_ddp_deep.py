@@ -26,6 +26,7 @@ from rlx.testing import count_compiles
 from rlx.train import make_train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CVAR_STEPS = 200_000  # env steps per seed in the slow CVaR test (experiments/ddp/cvar, --scale cpu)
 
 
 def bandit():
@@ -54,6 +55,8 @@ def bandit():
         (dict(relabel_prob=1.5), "relabel_prob"),
         (dict(stock_spacing=-1.0), "stock_spacing"),
         (dict(utd=0.3), "utd"),
+        (dict(stock_features=1), "stock_features"),
+        (dict(horizon=0, gamma=0.9, time_features=True), "time_features"),
     ],
 )
 def test_bad_config_raises_before_compile(kwargs, match):
@@ -89,6 +92,37 @@ def test_config_for_mdp_covers_the_returns_and_stocks():
     assert cfg.objective_family == O.NEG_ABS
     cfg = deep.config_for_mdp(ddp_grid(), 16, O.cvar(0.25), head="qr", c0_range=(-5.0, 5.0))
     assert cfg.objective_family == O.CVAR and cfg.num_atoms == 32 and (cfg.c0_low, cfg.c0_high) == (-5.0, 5.0)
+
+
+def test_return_to_go_bounds_cover_every_state_not_just_the_start():
+    """risky_grid, H = 10: from the start the returns lie in [-13, 7] (the goal after at
+    least 3 steps of -1), but from a cell next to the goal the return-to-go is +10, and
+    9 wall bumps (-1) then lava (-4) give -13. ddp_grid: staying on the +2 cell for 16
+    steps gives 32, on the -1 cell -16 (the crude H * reward bounds are tight there)."""
+    assert deep.return_to_go_bounds(risky_grid(0.2), 10) == (-13.0, 10.0)
+    assert deep.return_to_go_bounds(ddp_grid(), 16) == (-16.0, 32.0)
+    assert deep.return_to_go_bounds(ddp_grid(True), 16) == (-32.0, 64.0)
+    assert deep.return_to_go_bounds(bandit(), 1) == (0.0, 4.0)
+    lo, hi = deep.return_to_go_bounds(bandit(), 1, 0.5)  # gamma does not matter for one step
+    assert (lo, hi) == (0.0, 4.0)
+    cfg = deep.config_for_mdp(risky_grid(0.2), 10, O.cvar(0.25), lattice_features=True)
+    assert (cfg.v_min, cfg.v_max, cfg.num_atoms) == (-13.0, 10.0, 24)
+    assert (cfg.stock_low, cfg.stock_high, cfg.stock_features, cfg.time_features) == (-10.0, 13.0, 24, True)
+
+
+def test_hat_features_are_one_hot_on_the_lattice_and_interpolate_between():
+    x = jnp.array([-2.0, -1.0, 0.5, 3.0, 7.0])
+    h = np.asarray(deep.hat_features(x, -1.0, 3.0, 5))  # centres -1, 0, 1, 2, 3
+    np.testing.assert_allclose(h, [[1, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0.5, 0.5, 0, 0], [0, 0, 0, 0, 1],
+                                   [0, 0, 0, 0, 1]], atol=1e-6)
+    # The network gets the scalar stock, 24 stock hats, time-to-go / H and 11 time hats.
+    mdp = risky_grid(0.2)
+    env, _ = to_gymnax(mdp, max_steps=10)
+    cfg = deep.config_for_mdp(mdp, 10, O.cvar(0.25), lattice_features=True, hidden=(8,), head_hidden=(8,))
+    assert deep.num_extras(cfg) == 1 + 24 + 1 + 11
+    params = deep.make_params(env, cfg, jax.random.key(0))
+    kernel = params.online["params"]["MLP_1"]["Dense_0"]["kernel"]
+    assert kernel.shape == (8 + deep.num_extras(cfg), 8)
 
 
 # -- the greedy rule on hand-computed distributions ------------------------------------
@@ -179,6 +213,8 @@ def population():
 def test_population_learns_each_objectives_action(population):
     env, params, agent, cfgs, pop, _, _, state, metrics = population
     assert np.all(np.isfinite(np.asarray(metrics["loss"])))
+    # The support [0, 4] covers every return: no target mass is clipped at its edges.
+    assert np.max(np.asarray(metrics["clipped"])) < 1e-6
     c0 = jnp.asarray([c for _, c, _ in OBJECTIVES for _ in range(2)], jnp.float32)
 
     @jax.jit
@@ -243,39 +279,51 @@ def test_deep_agent_hits_requested_returns_on_the_grid():
 
 @pytest.mark.slow
 def test_deep_cvar_is_near_the_dvi_optimum_and_beats_risk_neutral_dqn():
-    """Categorical DηN with f = min(x, 0), 1e5 env steps, c_0 chosen by the Rockafellar–
-    Uryasev search on the network's values at the start state: its Monte-Carlo
-    CVaR_0.25 is above that of a risk-neutral DQN trained as long (asserted), and within
-    10% of the exact stock-DVI optimum on the slippery risky grid (the issue's target:
-    not met yet at this budget, so the test xfails with the measured numbers).
+    """Categorical DηN with f = min(x, 0) and `experiments/ddp/cvar/run.py`'s settings
+    (support over the returns-to-go of every state, lattice features of stock and
+    time-to-go), CVAR_STEPS env steps, 4 seeds trained as one population; each picks c_0
+    by the Rockafellar–Uryasev search on its network's start-state values. On the
+    slippery risky grid every seed's Monte-Carlo CVaR_0.25 is above that of a
+    risk-neutral DQN trained as long, and no target mass is clipped (asserted). The
+    issue's target, at least 3 of the 4 seeds within 10% of the exact stock-DVI optimum,
+    is not met yet: measured 2 of 4 (gaps 14.6%, 13.0%, 1.5%, 1.6%; the same run as
+    `experiments/ddp/cvar/seeds.py --total-steps 200000`), so the test xfails then.
+    About 7 min on one CPU core.
 
-    40000 episodes: the Monte-Carlo CVaR_0.25 of the optimal policy's own law has a
-    standard deviation of 0.22 at 4000 episodes, more than the 10% band (0.16), and
-    about 0.07 at 40000."""
+    40000 episodes per seed: the Monte-Carlo CVaR_0.25 of the optimal policy's own law
+    has a standard deviation of 0.22 at 4000 episodes, more than the 10% band (0.16),
+    and about 0.07 at 40000."""
     tau, episodes, H = 0.25, 40_000, 10
+    run = _load(os.path.join(ROOT, "experiments/ddp/cvar/run.py"))
+    common = run.common
     mdp = risky_grid(0.2)
     env, params = to_gymnax(mdp, max_steps=H)
-    grid = T.exact_grid(mdp, H)
-    _, optimum, _ = T.solve(mdp, O.cvar(tau), grid, 1.0, horizon=H, exact=True)
-    # Returns lie in [-13, 7] (at most 9 steps of -1, then lava -4; or the goal +10 after >= 3 steps).
-    cfg = deep.config_for_mdp(mdp, H, O.cvar(tau), v_min=-14.0, v_max=8.0, num_atoms=23, stock_low=-8.0,
-                              stock_high=14.0, c0_low=-8.0, c0_high=14.0, stock_spacing=1.0, total_steps=100_000)
+    _, optimum, _ = T.solve(mdp, O.cvar(tau), T.exact_grid(mdp, H), 1.0, horizon=H, exact=True)
+    optimum = float(optimum)
+    cfg = run.deep_config(mdp, total_steps=CVAR_STEPS)
     agent = deep.make_agent(env, cfg)
-    state, _ = jax.jit(make_train(agent, cfg))(jax.random.key(0), cfg, params)
-    c0s = jnp.arange(-8.0, 14.5, 1.0)
-    c0, _ = deep.select_c0(deep.make_value_fn(env, cfg), state.params, cfg, env, params, jax.random.key(1), tau, c0s)
-    returns = jax.jit(lambda c0: deep.evaluate(agent, state.params, cfg, env, params, jax.random.key(2), c0, episodes)["return"])(c0)
-    deep_cvar = float(dist.cvar(returns, jnp.full((episodes,), 1.0 / episodes), tau))
+    value_fn = deep.make_value_fn(env, cfg)
+    c0s = jnp.arange(cfg.stock_low, cfg.stock_high + 0.5, 1.0)
+    weights = jnp.full((episodes,), 1.0 / episodes)
 
-    dcfg = dqn.DQNConfig(num_envs=16, total_steps=100_000, learning_starts=4096, buffer_size=50_000, utd=0.25,
-                         hidden=(128, 128), gamma=0.99, eps_fraction=0.3, target_update_period=100)
+    def deep_cvar(state, c, ep, key):
+        k_search, k_play = jax.random.split(key)
+        c0, _ = deep.select_c0(value_fn, state.params, c, env, ep, k_search, tau, c0s)
+        returns = deep.evaluate(agent, state.params, c, env, ep, k_play, c0, episodes)["return"]
+        return dist.cvar(returns, weights, tau), c0
+
+    (cvars, c0), metrics, _ = common.train_and_evaluate(agent, [cfg], [params], 4, deep_cvar)
+    assert np.max(metrics["clipped"]) < 1e-3  # the support covers the returns-to-go
+
+    dcfg = common.dqn_config(total_steps=CVAR_STEPS)
     dagent = dqn.make_agent(env, dcfg)
     dstate, _ = jax.jit(make_train(dagent, dcfg))(jax.random.key(0), dcfg, params)
     dreturns = jax.jit(lambda: evaluate(dagent, dstate.params, dcfg, env, params, jax.random.key(2), episodes)["return"])()
-    dqn_cvar = float(dist.cvar(dreturns, jnp.full((episodes,), 1.0 / episodes), tau))
-    print(f"CVaR_{tau}: DVI optimum {float(optimum):.3f}, DηN {deep_cvar:.3f} (c0 {float(c0)}), DQN {dqn_cvar:.3f}")
-    assert deep_cvar > dqn_cvar
-    gap = abs(deep_cvar - float(optimum)) / abs(float(optimum))
-    if gap > 0.1:
-        pytest.xfail(f"DηN CVaR_0.25 {deep_cvar:.3f} is {gap:.1%} from the DVI optimum {float(optimum):.3f} "
-                     "(target 10%); across 4 seeds at 1e5 env steps we measured gaps of 2% to 24%")
+    dqn_cvar = float(dist.cvar(dreturns, weights, tau))
+    gaps = np.abs(np.asarray(cvars) - optimum) / abs(optimum)
+    print(f"CVaR_{tau}: DVI optimum {optimum:.3f}; DηN {np.round(cvars, 3)} (c0 {np.asarray(c0)}, gaps "
+          f"{np.round(gaps, 3)}); DQN {dqn_cvar:.3f}")
+    assert np.all(np.asarray(cvars) > dqn_cvar)
+    if np.sum(gaps <= 0.1) < 3:
+        pytest.xfail(f"{np.sum(gaps <= 0.1)} of 4 seeds within 10% of the DVI optimum {optimum:.3f} (target: 3): "
+                     f"gaps {np.round(gaps, 3)}")

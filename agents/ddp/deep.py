@@ -4,10 +4,11 @@
 The env is wrapped with a stock (`envs/stock.py`): `c_{t+1} = (c_t + r_{t+1}) / gamma`,
 with c_0 drawn per episode from `[c0_low, c0_high]` during training. The network is
 
-    torso MLP(obs) -> h;  MLP([h, norm(c), time_to_go / H]) -> [A, M]
+    torso MLP(obs) -> h;  MLP([h, norm(c), hats(c), time_to_go / H, one_hot(time_to_go)]) -> [A, M]
 
 with `norm(c)` the stock mapped from `[stock_low, stock_high]` to `[-1, 1]` and clipped,
-and a categorical (C51: logits over a fixed support) or quantile (QR: M quantiles) head.
+the optional lattice features `hats(c)` and `one_hot(time_to_go)` (below), and a
+categorical (C51: logits over a fixed support) or quantile (QR: M quantiles) head.
 
 Acting and bootstrapping use the stock-augmented greedy rule (note the shift by c):
 
@@ -35,6 +36,19 @@ is hurt by such ties either way: a 50/50 mixture of returns 0 and 2 leaves its m
 quantiles near 1 (the quantile loss is almost flat there, the Huber part pulls them to
 the mean), so `E f(c + Z)` sees a return of 1 that no policy attains. The categorical
 head mixes probabilities, not locations, and does not have this bias.
+
+Two things decide how well the greedy policy matches the exact optimum (measured on
+`risky_grid` against stock DVI, `experiments/ddp/cvar`):
+- the support must cover the return-to-go from *every* state, not only from the start
+  (`return_to_go_bounds`, used by `config_for_mdp`): a bootstrap target `r + gamma Z(s')`
+  beyond `v_max` is clipped onto it, which underrates every route through those states
+  (the `clipped` training metric reports the clipped target mass);
+- the stock and time-to-go inputs. As normalised scalars, the network blurs the return
+  distributions of neighbouring stocks and times, where the optimal policy switches
+  (on a lattice, at every integer stock, and with the steps left to finish a detour).
+  `stock_features = K` adds K hat features of the stock (one per lattice stock when
+  centred on it) and `time_features` a one-hot of the time-to-go (`config_for_mdp(...,
+  lattice_features=True)` sets both).
 
 The objective f is data (`objective_family`, `objective_params`: traced config fields,
 see `agents/ddp/objectives.py`), so seeds and objectives vmap as one population.
@@ -86,6 +100,11 @@ class DDPConfig(dqn.DQNConfig):
     hidden: tuple = static((128, 128), "torso hidden layer widths (over the observation)")
     head_hidden: tuple = static((128, 128), "hidden widths after the torso, over [torso features, stock, time-to-go]")
     num_atoms: int = static(49, "c51: support size; qr: number of quantiles", ge=2)
+    stock_features: int = static(0, "K >= 2: the network also gets K hat (linear-interpolation) features of the "
+                                 "stock on an even grid over [stock_low, stock_high]; 0: the normalised scalar only",
+                                 ge=0)
+    time_features: bool = static(False, "with horizon H: the network also gets a one-hot of the time-to-go (H + 1 "
+                                 "hat features over [0, H])")
 
     lr: float = traced(1e-3, "Adam learning rate (annealed to 0 with anneal_lr)", gt=0)
     gamma: float = traced(1.0, "discount, also in the stock update c' = (c + r)/gamma", gt=0, le=1)
@@ -121,6 +140,11 @@ class DDPConfig(dqn.DQNConfig):
         if self.horizon == 0 and g is not None and np.any(g == 1.0):
             raise ValueError(f"{name}.horizon = 0 is invalid with gamma = 1: returns need a finite horizon; "
                              "set horizon to the env's time limit, or gamma < 1.")
+        if self.stock_features == 1:
+            raise ValueError(f"{name}.stock_features = 1 is invalid: use 0 (the scalar stock only) or K >= 2 hat "
+                             "features (K = (stock_high - stock_low)/spacing + 1 puts one on each lattice stock).")
+        if self.time_features and not self.horizon:
+            raise ValueError(f"{name}.time_features = True is invalid with horizon = 0: there is no time-to-go input.")
         fam = _concrete(self.objective_family)
         if fam is not None and g is not None and np.all(fam == np.round(fam)):
             objectives_lib.check_gamma(self.objective(), g)
@@ -138,15 +162,21 @@ class DDPConfig(dqn.DQNConfig):
 
 
 def config_for_mdp(mdp, horizon: int, objective: Objective | None = None, gamma: float = 1.0, head: str = "c51",
-                   atom_spacing: float = 1.0, c0_range: tuple | None = None, **overrides) -> DDPConfig:
-    """A `DDPConfig` sized from a finite MDP (host-side): the support covers the return
-    bounds `[G_min, G_max]` (c51 atoms `atom_spacing` apart), the stock input and
-    relabelled stocks span the safe range `[-G_max, -G_min]` (ddp.md, "Stock range"),
-    c_0 is trained on `c0_range` (default: the safe range), f comes from `objective`
-    (default: -|x|). `overrides` win over all of these."""
-    from rlx.agents.ddp import tabular
-
-    g_min, g_max = tabular.return_bounds(mdp, gamma, horizon)
+                   atom_spacing: float = 1.0, c0_range: tuple | None = None, lattice_features: bool = False,
+                   **overrides) -> DDPConfig:
+    """A `DDPConfig` sized from a finite MDP (host-side): the support covers the bounds
+    `[G_min, G_max]` on the return-to-go from every state (`return_to_go_bounds`; c51
+    atoms `atom_spacing` apart), the stock input and relabelled stocks span the safe
+    range `[-G_max, -G_min]` (ddp.md, "Stock range"), c_0 is trained on `c0_range`
+    (default: the safe range), f comes from `objective` (default: -|x|). `overrides`
+    win over all of these; a support narrower than the returns-to-go clips the
+    bootstrap targets (watch the `clipped` training metric). `lattice_features=True`
+    adds one hat feature per lattice stock of the safe range (spacing `stock_spacing`,
+    default 1) and a one-hot of the time-to-go to the network input."""
+    g_min, g_max = return_to_go_bounds(mdp, horizon, gamma)
+    if head == "c51":
+        g_min, g_max = np.floor(g_min / atom_spacing) * atom_spacing, np.ceil(g_max / atom_spacing) * atom_spacing
+    g_min, g_max = float(g_min), float(g_max)
     s_lo, s_hi = -g_max, -g_min
     c0_lo, c0_hi = (s_lo, s_hi) if c0_range is None else c0_range
     kw = dict(head=head, horizon=horizon, gamma=gamma, v_min=g_min, v_max=g_max,
@@ -156,8 +186,41 @@ def config_for_mdp(mdp, horizon: int, objective: Objective | None = None, gamma:
     else:
         kw["num_atoms"] = 32
     kw.update(objective_fields(objectives_lib.target(0.0) if objective is None else objective))
+    if lattice_features:
+        spacing = overrides.get("stock_spacing") or 1.0
+        lo, hi = overrides.get("stock_low", s_lo), overrides.get("stock_high", s_hi)
+        kw.update(stock_features=int(round((hi - lo) / spacing)) + 1, time_features=horizon > 0)
     kw.update(overrides)
     return DDPConfig(**kw)
+
+
+def return_to_go_bounds(mdp, horizon: int | None, gamma: float = 1.0) -> tuple[float, float]:
+    """`(G_min, G_max)`: the lowest and highest return-to-go any policy can get from any
+    state with at most `horizon` steps left (0 included: episodes can end), by a
+    min/max backup over the outcomes of positive probability (host-side, numpy).
+
+    This is what a return support must cover: the return from the start state is not
+    enough, since a bootstrap target `r + gamma Z(s')` is a return-to-go from a later
+    state (on `risky_grid`, H = 10, returns from the start lie in [-13, 7] but a cell
+    next to the goal has return-to-go 10). `horizon=None` (discounted, gamma < 1): the
+    crude bounds `R_min/(1-gamma), R_max/(1-gamma)` of `tabular.return_bounds`."""
+    from rlx.agents.ddp import tabular
+    from rlx.envs.tabular.mdp import outcomes
+
+    if not horizon:
+        return tabular.return_bounds(mdp, gamma, None)
+    succ, probs, rewards = (np.asarray(x) for x in outcomes(mdp))
+    terminal = np.asarray(mdp.terminal)
+    possible = probs > 0
+    lo, hi = np.zeros(terminal.shape), np.zeros(terminal.shape)
+    g_min = g_max = 0.0
+    for _ in range(horizon):
+        # A terminal successor ends the return: its continuation is 0.
+        cont_lo, cont_hi = (np.where(terminal[succ], 0.0, v[succ]) for v in (lo, hi))
+        lo = np.where(possible, rewards + gamma * cont_lo, np.inf).min((1, 2))
+        hi = np.where(possible, rewards + gamma * cont_hi, -np.inf).max((1, 2))
+        g_min, g_max = min(g_min, lo[~terminal].min()), max(g_max, hi[~terminal].max())
+    return float(g_min), float(g_max)
 
 
 def objective_fields(objective: Objective) -> dict:
@@ -239,6 +302,22 @@ def buffer_bytes(env: Any, cfg: DDPConfig) -> int:
     return replay.nbytes(example_transition(env, cfg), cfg.buffer_size)
 
 
+def hat_features(x: jax.Array, low, high, k: int) -> jax.Array:
+    """`x: [...]` -> `[..., k]`: hat (tent) functions centred on `k` evenly spaced points
+    over `[low, high]`, width one spacing; x is clipped to the range. At a grid point it
+    is that point's one-hot; in between, the two neighbours share linearly."""
+    u = (jnp.clip(x, low, high) - low) / (high - low) * (k - 1)
+    return jnp.maximum(0.0, 1.0 - jnp.abs(u[..., None] - jnp.arange(k, dtype=u.dtype)))
+
+
+def num_extras(cfg: DDPConfig) -> int:
+    """Width of the stock and time-to-go input that joins the torso features."""
+    n = 1 + cfg.stock_features
+    if cfg.horizon:
+        n += 1 + (cfg.horizon + 1 if cfg.time_features else 0)
+    return n
+
+
 def _make_network(env: Any, cfg: DDPConfig):
     """The network and `values(online, obs_stats, obs, c) -> (out [..., A, M], E f(stock + Z) [..., A])`."""
     num_actions = env.action_space(env.default_params).n
@@ -247,10 +326,15 @@ def _make_network(env: Any, cfg: DDPConfig):
 
     def forward(online, obs_stats, obs, c, batch_dims):
         inner = normalize(obs_stats, obs["obs"]) if cfg.normalize_obs else obs["obs"]
-        extras = [stock_lib.normalise_stock(obs["stock"], c.stock_low, c.stock_high)]
+        extras = [stock_lib.normalise_stock(obs["stock"], c.stock_low, c.stock_high)[..., None]]
+        if cfg.stock_features:
+            extras.append(hat_features(obs["stock"], c.stock_low, c.stock_high, cfg.stock_features))
         if horizon:
-            extras.append(obs["time_to_go"].astype(jnp.float32) / horizon)
-        return network.apply(online, inner, jnp.stack(extras, -1), batch_dims)
+            ttg = obs["time_to_go"].astype(jnp.float32)
+            extras.append(ttg[..., None] / horizon)
+            if cfg.time_features:
+                extras.append(hat_features(ttg, 0.0, float(horizon), horizon + 1))
+        return network.apply(online, inner, jnp.concatenate(extras, -1), batch_dims)
 
     def values(online, obs_stats, obs, c, batch_dims=1):
         """Network output and the greedy scores `E f(c + Z(s, c, a))` at the obs' stock."""
@@ -267,7 +351,7 @@ def _make_network(env: Any, cfg: DDPConfig):
     def init_params(key):
         obs = example_transition(env, cfg).obs["obs"]
         dummy = jnp.zeros((1,) + obs.shape, jnp.float32)
-        online = network.init(key, dummy, jnp.zeros((1, 2 if horizon else 1)), 1)
+        online = network.init(key, dummy, jnp.zeros((1, num_extras(cfg))), 1)
         return DDPParams(online, online, init_stats(obs.shape))
 
     return network, values, init_params
@@ -353,7 +437,17 @@ def make_agent(env: Any, cfg: DDPConfig) -> Agent:
             losses = jax.vmap(dist.quantile_q_loss, (0, 0, 0, 0, 0, 0, None))(
                 out, mb.action, mb.reward, discount, out_next, selector, cfg.huber_kappa)
         taken = jnp.take_along_axis(scores, mb.action[:, None], -1)
-        return jnp.mean(losses), dict(value=jnp.mean(taken))
+        aux = dict(value=jnp.mean(taken))
+        if head == "c51":
+            # Target mass that falls outside [v_min, v_max] and is clipped onto the edge
+            # atoms: it should be ~0, or the support misses some returns-to-go.
+            a_star = jnp.argmax(selector, -1)
+            p_next = jax.nn.softmax(jnp.take_along_axis(out_next, a_star[:, None, None], 1)[:, 0], -1)
+            y = mb.reward[:, None] + discount[:, None] * z
+            tol = 1e-3 * (c.v_max - c.v_min) / (cfg.num_atoms - 1)
+            outside = (y < c.v_min - tol) | (y > c.v_max + tol)
+            aux["clipped"] = jnp.mean(jnp.sum(p_next * outside, -1))
+        return jnp.mean(losses), aux
 
     def update(state: DDPState, c: DDPConfig, env_params):
         params = state.params

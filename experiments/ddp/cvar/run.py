@@ -11,8 +11,9 @@ so stock DVI runs in exact mode. Tabular methods (`METHODS`, each `fn(mdp, tau) 
 Learned methods (`LEARNED`, `fn(mdp, scale) -> {tau: (law, c_0)}`, the law being the
 empirical one of Monte-Carlo episodes):
 - DηN (`agents/ddp/deep.py`, categorical head), trained once with f = min(x, 0) and
-  c_0 ~ U[-8, 14] per episode; for each tau its c_0 is the Rockafellar–Uryasev argmax on
-  the network's own values at the start state, then it plays greedily from there;
+  c_0 ~ U[-10, 13] (the safe stock range) per episode; for each tau its c_0 is the
+  Rockafellar–Uryasev argmax on the network's own values at the start state, then it
+  plays greedily from there (`seeds.py` sweeps seeds and compares the policy with DVI's);
 - risk-neutral DQN.
 """
 
@@ -52,22 +53,25 @@ META = dict(
              "above risk-neutral DQN's.",
     headline="deep_cvar_0.25_relative_gap_to_dvi",
     budget={"smoke": "about 40 s on 2 CPU cores (tiny networks, 1k env steps)",
-            "cpu": "about 2 min on 2 CPU cores (1e5 env steps per agent, 40000 episodes per tau)",
+            "cpu": "about 3 min on 1 CPU core (2e5 env steps per agent, 40000 episodes per tau)",
             "paper": "1e6 env steps per agent, 4 seeds, 20000 episodes per tau (not run here)"},
 )
 
 HORIZON = 10
 TAUS = (0.05, 0.1, 0.25, 0.5, 1.0)
 MAP_STOCKS = (-9.0, -5.0, -1.0, 3.0)
-# Returns lie in [-13, 7]: at most 9 steps of -1 then lava (-4), or the goal (+10) after
-# at least 3 steps of -1. So the support is [-14, 8] (integers) and the stocks that
-# matter lie in [-7, 13] (ddp.md, "Stock range"), widened by one on each side.
-DEEP = dict(v_min=-14.0, v_max=8.0, num_atoms=23, stock_low=-8.0, stock_high=14.0, c0_low=-8.0, c0_high=14.0,
-            stock_spacing=1.0)
+# `deep.config_for_mdp` sizes the support from the returns-to-go of every state, [-13, 10]
+# here: at most 9 steps of -1 then lava (-4), or the goal (+10) from a cell next to it.
+# (Returns from the start state lie in [-13, 7] only; a support cut at 8 clipped the goal
+# cells' bootstrap targets and made the safe detour look worse than it is.) Stocks,
+# relabelled stocks and training c_0 span the safe range [-10, 13]. The network gets one
+# hat feature per lattice stock and a one-hot of the time-to-go (`lattice_features`):
+# with the scalar inputs alone it blurred the policies of neighbouring stocks and times.
+DEEP = dict(stock_spacing=1.0, lattice_features=True)
 _TINY = dict(total_steps=16 * 64, learning_starts=0, buffer_size=1024, hidden=(32,))
 SCALES = {
     "smoke": dict(slip=0.2, deep=dict(_TINY, head_hidden=(32,)), dqn=_TINY, seeds=1, episodes=200),
-    "cpu": dict(slip=0.2, deep=dict(total_steps=100_000), dqn=dict(total_steps=100_000), seeds=1, episodes=40_000),
+    "cpu": dict(slip=0.2, deep=dict(total_steps=200_000), dqn=dict(total_steps=200_000), seeds=1, episodes=40_000),
     "paper": dict(slip=0.2, deep=dict(total_steps=1_000_000, buffer_size=200_000),
                   dqn=dict(total_steps=1_000_000, buffer_size=200_000), seeds=4, episodes=20_000),
 }
@@ -117,11 +121,16 @@ METHODS = {"stock DVI (tabular)": stock_dvi, "risk-neutral optimum": risk_neutra
            "naive CVaR-greedy, no stock": naive_cvar_greedy}
 
 
+def deep_config(mdp, **overrides) -> deep.DDPConfig:
+    """DηN's settings on `mdp`: f = min(x, 0), `DEEP`, then `overrides` (a scale's)."""
+    return deep.config_for_mdp(mdp, HORIZON, O.cvar(0.25), **{**DEEP, **overrides})
+
+
 def deep_cvar(mdp, scale):
     """DηN trained once on f = min(x, 0); per tau, c_0 from the network's RU search."""
     cfg_scale = SCALES[scale]
     env, params = to_gymnax(mdp, max_steps=HORIZON)
-    cfg = deep.config_for_mdp(mdp, HORIZON, O.cvar(0.25), **DEEP, **cfg_scale["deep"])
+    cfg = deep_config(mdp, **cfg_scale["deep"])
     agent = deep.make_agent(env, cfg)
     value_fn = deep.make_value_fn(env, cfg)
     c0s = jnp.arange(cfg.stock_low, cfg.stock_high + 0.5, 1.0)
