@@ -2,6 +2,7 @@
 
     python benchmarks/bench_morl.py                 # DST, C-MORL's official PPO settings
     python benchmarks/bench_morl.py --updates 20    # a quicker run
+    python benchmarks/bench_morl.py --env mo-halfcheetah --updates 4 --k 2 --select 2   # brax spring
 
 Rows (env steps per second, excluding and including compile):
 - stage 1, population: the 6 preferences of the 2-D lattice (step 0.2) as one program,
@@ -12,9 +13,10 @@ Rows (env steps per second, excluding and including compile):
 - stage 2, one round: N = 5 selected policies x 2 objectives = 10 constrained MO-PPO
   runs of K = 20 updates, as one program (from `cmorl.run`'s timings).
 
-No PyTorch MORL peer (MORL-Baselines' PGMORL, the official C-MORL code) can run here:
-both need torch and MuJoCo; so the speed-up against them is not measured. Writes
-benchmarks/results/morl_dst.json and prints a markdown table.
+The PyTorch peer (MORL-Baselines' PGMORL, whose warm-up is the same 6-policy population
+job) needs torch and MuJoCo, which rlx does not depend on: `bench_morl_torch.py` runs it in
+its own environment, for `--env mo-halfcheetah`. Writes benchmarks/results/morl_<env>.json
+and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -39,13 +41,20 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20, help="constrained updates per (policy, objective)")
     parser.add_argument("--select", type=int, default=5, help="policies selected for the stage-2 round")
     parser.add_argument("--small", action="store_true", help="16 envs x 64 steps instead of the official 8 x 512")
+    parser.add_argument("--env", choices=("dst", "mo-halfcheetah"), default="dst",
+                        help="dst: Deep Sea Treasure (convex); mo-halfcheetah: brax halfcheetah-2d, spring backend")
     args = parser.parse_args()
 
     from rlx import envs
     from rlx.agents.morl import cmorl, moppo
     from rlx.train import make_train
 
-    env, params = envs.make("rlx/deep-sea-treasure")
+    if args.env == "dst":
+        env, params = envs.make("rlx/deep-sea-treasure")
+    else:
+        from rlx.envs.mo.brax_mo import make_mo_brax
+
+        env, params = make_mo_brax("halfcheetah-2d", backend="spring")
     if args.small:
         cfg = moppo.MOPPOConfig(weights=(0.5, 0.5), num_envs=16, num_steps=64, num_minibatches=4, update_epochs=4,
                                 normalize_obs=True, reward_scale=(0.1, 1.0))  # fmt: skip
@@ -80,7 +89,8 @@ def main() -> None:
     seq_s = time.perf_counter() - t0
     rows.append(_row("stage 1, one policy at a time (6 calls)", len(pop.members) * args.updates * batch, compile_s, seq_s))
 
-    setting = f"DST convex, {cfg.num_envs} envs x {cfg.num_steps} steps, {cfg.update_epochs} epochs x {cfg.num_minibatches} minibatches"
+    name = "DST convex" if args.env == "dst" else "MO-HalfCheetah (brax spring)"
+    setting = f"{name}, {cfg.num_envs} envs x {cfg.num_steps} steps, {cfg.update_epochs} epochs x {cfg.num_minibatches} minibatches"
     print(f"\n{setting}; {len(jax.devices())} {jax.default_backend()} device(s)\n")
     print("| what | env steps | compile s | run s | env-steps/s | incl. compile |")
     print("|---|---|---|---|---|---|")
@@ -90,7 +100,7 @@ def main() -> None:
     print(f"\npopulation / one-at-a-time: {pop_row['sps'] / seq_row['sps']:.2f}x excluding compile, "
           f"{pop_row['sps_incl'] / seq_row['sps_incl']:.2f}x including it")  # fmt: skip
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "morl_dst.json"), "w") as fh:
+    with open(os.path.join(RESULTS, f"morl_{args.env}.json"), "w") as fh:
         json.dump(dict(setting=setting, backend=jax.default_backend(), devices=len(jax.devices()), rows=rows,
                        final_hv=res.history[-1]["hypervolume"]), fh, indent=2)  # fmt: skip
 

@@ -13,6 +13,7 @@ evaluates once (128 episodes), at the end.
 
     .venv/bin/python benchmarks/bench_sac.py [--steps 10000] [--repeats 2]
     .venv/bin/python benchmarks/bench_sac.py --suite brax   # rlx vs brax.training on inverted_pendulum
+    .venv/bin/python benchmarks/bench_sac.py --peak         # matmul GFLOP/s at the update's layer shape
 
 The brax suite runs brax.training 0.14.2's own SAC with the setting of rlx's
 `sac.brax_config` (128 envs, batch 128, 32 gradient steps per 128 env steps, γ 0.997,
@@ -137,6 +138,20 @@ def brax_suite(steps: int) -> list[dict]:
     return rows
 
 
+def matmul_peak(n: int = 20_000) -> float:
+    """GFLOP/s of a `lax.scan` of `relu(x @ W)` with x `[256, 64]` and W `[64, 64]`: the
+    layer shape of the SAC update above, without anything else."""
+    import jax.numpy as jnp
+
+    k = jax.random.key(0)
+    x, w = jax.random.normal(k, (256, 64)), jax.random.normal(k, (64, 64)) * 0.1
+    chain = jax.jit(lambda x: jax.lax.scan(lambda h, _: (jax.nn.relu(h @ w), None), x, None, n)[0])
+    chain(x).block_until_ready()
+    t = time.perf_counter()
+    chain(x).block_until_ready()
+    return 2 * 256 * 64 * 64 * n / (time.perf_counter() - t) / 1e9
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=None, help="env steps (default: 10000 for pendulum, 100096 for brax)")
@@ -144,7 +159,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="alternate rlx and rejax this many times; best is reported")
     p.add_argument("--suite", choices=("pendulum", "brax"), default="pendulum",
                    help="pendulum: rlx vs rejax on gymnax Pendulum; brax: rlx vs brax.training on inverted_pendulum")
+    p.add_argument("--peak", action="store_true", help="only print the matmul GFLOP/s at the update's layer shape")
     args = p.parse_args()
+    if args.peak:
+        print(f"relu(x @ W), x [256, 64], W [64, 64]: {matmul_peak():.1f} GFLOP/s on {jax.default_backend()}")
+        return
     if args.suite == "brax":
         brax_suite(args.steps or 100_096)
         return
