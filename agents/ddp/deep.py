@@ -37,7 +37,7 @@ quantiles near 1 (the quantile loss is almost flat there, the Huber part pulls t
 the mean), so `E f(c + Z)` sees a return of 1 that no policy attains. The categorical
 head mixes probabilities, not locations, and does not have this bias.
 
-Two things decide how well the greedy policy matches the exact optimum (measured on
+Three things decided how well the greedy policy matches the exact optimum (measured on
 `risky_grid` against stock DVI, `experiments/ddp/cvar`):
 - the support must cover the return-to-go from *every* state, not only from the start
   (`return_to_go_bounds`, used by `config_for_mdp`): a bootstrap target `r + gamma Z(s')`
@@ -48,7 +48,9 @@ Two things decide how well the greedy policy matches the exact optimum (measured
   (on a lattice, at every integer stock, and with the steps left to finish a detour).
   `stock_features = K` adds K hat features of the stock (one per lattice stock when
   centred on it) and `time_features` a one-hot of the time-to-go (`config_for_mdp(...,
-  lattice_features=True)` sets both).
+  lattice_features=True)` sets both);
+- `double_q`: with the target network selecting a*, rarely taken actions were overrated
+  (by up to 1 in `E min(c + G, 0)`) and flipped close decisions.
 
 The objective f is data (`objective_family`, `objective_params`: traced config fields,
 see `agents/ddp/objectives.py`), so seeds and objectives vmap as one population.

@@ -67,7 +67,9 @@ MAP_STOCKS = (-9.0, -5.0, -1.0, 3.0)
 # relabelled stocks and training c_0 span the safe range [-10, 13]. The network gets one
 # hat feature per lattice stock and a one-hot of the time-to-go (`lattice_features`):
 # with the scalar inputs alone it blurred the policies of neighbouring stocks and times.
-DEEP = dict(stock_spacing=1.0, lattice_features=True)
+# Double DQN's online-network selection in the target: rarely taken actions (a step
+# towards the lava) were overrated by up to 1 in `E min(c + G, 0)` and flipped decisions.
+DEEP = dict(stock_spacing=1.0, lattice_features=True, double_q=True)
 _TINY = dict(total_steps=16 * 64, learning_starts=0, buffer_size=1024, hidden=(32,))
 SCALES = {
     "smoke": dict(slip=0.2, deep=dict(_TINY, head_hidden=(32,)), dqn=_TINY, seeds=1, episodes=200),
