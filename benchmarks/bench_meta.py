@@ -35,11 +35,9 @@ import importlib.util
 import json
 import os
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
-    ).strip()
-os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
+import rlx  # noqa: E402
+
+rlx.use_every_cpu_core()  # one XLA device per usable core, before jax starts
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -16,7 +16,9 @@ import os
 import sys
 import time
 
-os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count() or 1}")
+import rlx  # noqa: E402
+
+rlx.use_every_cpu_core()  # one XLA device per usable core, before jax starts
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

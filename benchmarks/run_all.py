@@ -9,6 +9,8 @@ import platform
 import subprocess
 import sys
 
+from rlx import usable_cpu_cores
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHES = [
     ("PPO on CartPole: rlx vs rejax", ["bench_ppo.py", "cartpole"]),
@@ -24,7 +26,7 @@ BENCHES = [
 def main() -> int:
     only = sys.argv[1:]
     parts = [f"# rlx benchmarks\n\n{datetime.date.today()}, {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores, Python {platform.python_version()}.\n"]  # fmt: skip
+             f"{usable_cpu_cores()} cores, Python {platform.python_version()}.\n"]  # fmt: skip
     failed = 0
     for title, cmd in BENCHES:
         if only and not any(o in " ".join(cmd) for o in only):

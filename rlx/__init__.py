@@ -30,3 +30,26 @@ def _xla_cpu_flags() -> None:
 
 
 _xla_cpu_flags()
+
+
+def usable_cpu_cores() -> int:
+    """The cores this process may run on: its CPU affinity (`taskset`, a cgroup cpuset),
+    not `os.cpu_count()`, which counts the whole machine."""
+    try:
+        return len(_os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows: no affinity API
+        return _os.cpu_count() or 1
+
+
+def use_every_cpu_core(count: int | None = None) -> None:
+    """Expose one XLA CPU device per usable core (or `count` devices) so that a population
+    sharded over `jax.devices()` runs on every core, and turn off CPU async dispatch
+    (jax >= 0.10 can hang on CPU populations with it, jax-ml/jax#25861).
+
+    Call it before jax runs anything (XLA reads the flags when its CPU backend starts);
+    a device count already in `XLA_FLAGS` is kept. Nothing changes on GPU or TPU."""
+    flags = _os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        count = count or usable_cpu_cores()
+        _os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    _os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")

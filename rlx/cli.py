@@ -35,18 +35,17 @@ LAUNCHERS = ("local", "slurm", "ray")
 
 
 def _set_platform_flags(devices: str | None) -> None:
-    """Before jax is imported: one CPU device per core and the async-dispatch guard."""
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
-        count = os.cpu_count() or 1
-        if devices not in (None, "auto"):
-            try:
-                count = max(count, int(devices))
-            except ValueError:
-                pass
-        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
-    # jax>=0.10 can hang forever on CPU populations with async dispatch (jax-ml/jax#25861).
-    os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
+    """Before jax starts: one CPU device per core (at least `--devices` when it is a
+    number) and the async-dispatch guard (`rlx.use_every_cpu_core`)."""
+    import rlx
+
+    count = rlx.usable_cpu_cores()
+    if devices not in (None, "auto"):
+        try:
+            count = max(count, int(devices))
+        except ValueError:
+            pass
+    rlx.use_every_cpu_core(count)
 
 
 def _algorithm(name: str):

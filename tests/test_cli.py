@@ -3,6 +3,8 @@ rejected before anything compiles."""
 
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -183,3 +185,21 @@ def test_slurm_launcher_submits_one_job_per_group(tmp_path, monkeypatch):
     assert [fn.command[-1] for fn in submitted] == ["num_envs=2", "num_envs=4"]
     assert "--launcher" not in submitted[0].command and "timeout_min=30" not in submitted[0].command
     assert [g["returncode"] for g in json.load(open(out / "sweep.json"))["groups"]] == [0, 1]
+
+
+_DEVICES = "import os, rlx; rlx.use_every_cpu_core(); import jax; print(len(jax.devices()), os.environ['JAX_CPU_ENABLE_ASYNC_DISPATCH'])"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity API on this platform")
+def test_one_cpu_device_per_usable_core_and_a_set_count_is_kept():
+    # Restricted to one core (as `taskset -c 0` does), the process gets one device, not
+    # one per core of the machine; a device count already in XLA_FLAGS wins.
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_CPU_ENABLE_ASYNC_DISPATCH")}
+    pinned = "import os; os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]}); " + _DEVICES
+    one = subprocess.run([sys.executable, "-c", pinned], capture_output=True, text=True, env=env, check=True)
+    assert one.stdout.split() == ["1", "false"]
+    free = subprocess.run([sys.executable, "-c", _DEVICES], capture_output=True, text=True, env=env, check=True)
+    assert free.stdout.split()[0] == str(len(os.sched_getaffinity(0)))
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=3"
+    kept = subprocess.run([sys.executable, "-c", pinned], capture_output=True, text=True, env=env, check=True)
+    assert kept.stdout.split()[0] == "3"

@@ -31,11 +31,9 @@ from typing import Any, NamedTuple, Sequence
 
 if __name__ == "__main__":
     # As a command: one XLA device per core, so seeds run in parallel (set before jax starts).
-    if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = (
-            os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
-        ).strip()
-    os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
+    import rlx
+
+    rlx.use_every_cpu_core()
 
 import jax
 import numpy as np

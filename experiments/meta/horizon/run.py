@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import os
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    # One XLA device per core, set before jax starts: candidates run on every core.
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
-    ).strip()
-os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
+import rlx
+
+rlx.use_every_cpu_core()  # before jax starts: candidates run on every core
 
 import shutil  # noqa: E402
 import time  # noqa: E402
