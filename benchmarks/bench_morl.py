@@ -44,6 +44,8 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="16 envs x 64 steps instead of the official 8 x 512")
     parser.add_argument("--env", choices=("dst", "mo-halfcheetah"), default="dst",
                         help="dst: Deep Sea Treasure (convex); mo-halfcheetah: brax halfcheetah-2d, spring backend")
+    parser.add_argument("--population-mode", choices=("auto", "vmap", "map"), default="auto",
+                        help="how members share a device (rlx.train.Runner); auto: map on CPU, vmap elsewhere")
     args = parser.parse_args()
 
     from rlx import envs
@@ -63,7 +65,7 @@ def main() -> None:
         cfg = moppo.cmorl_config(weights=(0.5, 0.5), reward_scale=(0.1, 1.0))
     batch = cfg.num_envs * cfg.num_steps
     ccfg = cmorl.CMORLConfig(init_divisions=5, init_updates=args.updates, rounds=1, num_select=args.select,
-                             constrained_updates=args.k)  # fmt: skip
+                             constrained_updates=args.k, population_mode=args.population_mode)  # fmt: skip
     rows = []
 
     # C-MORL: stage 1 as a population, then one stage-2 round.

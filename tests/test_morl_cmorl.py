@@ -59,6 +59,15 @@ def tiny_run():
     return env, params, cfg, ccfg, result, rows
 
 
+def test_vmap_population_mode_runs_sharded_and_agrees_with_map(tiny_run):
+    # Both stages sharded over 8 devices with "vmap" (members batched, not run one after
+    # another): the same policies, so the same evaluations up to float reassociation.
+    env, params, cfg, ccfg, result, _ = tiny_run
+    vmapped = cmorl.run(env, params, cfg, ccfg.replace(population_mode="vmap"), seed=0)
+    assert vmapped.env_steps == result.env_steps
+    np.testing.assert_allclose(vmapped.all_points, result.all_points, rtol=1e-4, atol=1e-4)
+
+
 def test_run_counts_every_env_step(tiny_run):
     env, _, cfg, ccfg, result, rows = tiny_run
     batch = cfg.num_envs * cfg.num_steps
