@@ -14,7 +14,7 @@ from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import oracle
 from rlx.agents.ddp import tabular as T
 from rlx.envs.tabular import (
-    ENVS, ddp_grid, make_mdp, random_mdp, to_sparse,
+    ENVS, achievable_returns, ddp_grid, make_mdp, random_mdp, risky_grid, to_sparse,
 )  # fmt: skip
 
 H = 4
@@ -205,20 +205,6 @@ def test_no_stock_cvar_greedy_is_worse_somewhere(exact_random):
     assert np.sum(naive_cvar < stock_cvar - 1e-3) >= 1
 
 
-def _achievable_returns(mdp, horizon):
-    """Every return some action sequence gets in a deterministic sparse MDP (forward sets)."""
-    succ, rew, term = (np.asarray(x) for x in (mdp.successors, mdp.successor_rewards, mdp.terminal))
-    frontier, done = {(int(np.argmax(np.asarray(mdp.initial))), 0.0)}, set()
-    for _ in range(horizon):
-        nxt = set()
-        for s, g in frontier:
-            for a in range(succ.shape[1]):
-                s2, g2 = int(succ[s, a, 0]), g + float(rew[s, a, 0])
-                (done if term[s2] else nxt).add((s2, g2))
-        frontier = nxt
-    return sorted({g for _, g in frontier | done})
-
-
 def test_grid_generates_every_achievable_return():
     """The 4x4 grid of ddp.md: exact DVI with f = -|x| and c_0 = -target returns exactly
     the target whenever some action sequence can, and otherwise the closest achievable
@@ -228,7 +214,7 @@ def test_grid_generates_every_achievable_return():
     grid = T.exact_grid(mdp, horizon, c0_range=(-30.0, 20.0))
     result, _, _ = T.solve(mdp, O.target(0.0), grid, 1.0, horizon=horizon, exact=True)
     nu = jax.jit(T.evaluate_policy, static_argnames="horizon")(mdp, result.policy, grid, 1.0, horizon=horizon)
-    achievable = np.array(_achievable_returns(mdp, horizon))
+    achievable = achievable_returns(mdp, horizon)
     atoms = np.asarray(grid.atoms)
     assert 26.0 in achievable and 25.0 not in achievable  # odd returns above 15 need too many steps
     for target in range(-20, 31):
@@ -351,3 +337,21 @@ def test_env_matches_mdp_outcomes():
     assert set(np.unique(np.asarray(info["state"]))) == {3}
     assert abs(float(np.mean(np.asarray(r) == 4.0)) - 0.5) < 0.04
     assert float(mdp.successor_probs[2, 3].sum()) == pytest.approx(1.0)
+
+
+def test_exact_return_laws_live_on_the_brute_force_returns():
+    # Two independent computations on a stochastic grid: the exact return law of a DVI
+    # policy (a distributional DP) can only put mass on returns some action sequence
+    # reaches with positive probability (forward-set enumeration), and the optimal
+    # risk-neutral policy's mass is on more than one of them (the slip is real).
+    mdp, horizon = risky_grid(slip=0.2), 10
+    grid = T.exact_grid(mdp, horizon)
+    reachable = achievable_returns(mdp, horizon)
+    assert reachable.min() == -13.0 and reachable.max() == 7.0
+    for objective in (O.identity(), O.cvar(0.25)):
+        result, _, c0 = T.solve(mdp, objective, grid, 1.0, horizon=horizon, exact=True)
+        nu = T.evaluate_policy(mdp, result.policy, grid, 1.0, horizon=horizon)
+        law = np.asarray(T.start_distribution(mdp, nu, grid, float(c0)), np.float64)
+        support = np.asarray(grid.atoms)[law > 1e-9]
+        assert np.isin(support, reachable).all(), sorted(set(support) - set(reachable))
+        assert len(support) > 1

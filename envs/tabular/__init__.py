@@ -11,7 +11,7 @@ import jax
 from rlx.envs.tabular.env import TabularEnv, TabularParams, TabularState, to_gymnax
 from rlx.envs.tabular.grids import ddp_grid, frozen_lake, grid_mdp, risky_grid
 from rlx.envs.tabular.mdp import (
-    SparseMDP, TabularMDP, astype, layered_mdp, make_mdp, outcomes, random_mdp,
+    SparseMDP, TabularMDP, achievable_returns, astype, layered_mdp, make_mdp, outcomes, random_mdp,
     reward_range, to_sparse, validate_mdp,
 )  # fmt: skip
 

@@ -158,6 +158,25 @@ def outcomes(mdp) -> tuple[jax.Array, jax.Array, jax.Array]:
     return succ.reshape(S, A, S * K), probs.reshape(S, A, S * K), rewards.reshape(S, A, S * K)
 
 
+def achievable_returns(mdp, horizon: int) -> np.ndarray:
+    """Every undiscounted return that some action sequence gets with positive probability
+    from a start state within `horizon` steps (episodes end at a terminal state or at the
+    horizon), sorted. Brute force over forward sets of (state, return so far), on the
+    host: a reference for the DP, meant for small grids with integer-like rewards."""
+    succ, probs, rew = (np.asarray(x) for x in outcomes(mdp))
+    term = np.asarray(mdp.terminal)
+    frontier = {(int(s), 0.0) for s in np.flatnonzero(np.asarray(mdp.initial) > 0)}
+    ended: set[tuple[int, float]] = set()
+    for _ in range(horizon):
+        nxt = set()
+        for s, g in frontier:
+            for a, n in zip(*np.nonzero(probs[s] > 0)):
+                s2, g2 = int(succ[s, a, n]), g + float(rew[s, a, n])
+                (ended if term[s2] else nxt).add((s2, g2))
+        frontier = nxt
+    return np.array(sorted({g for _, g in frontier | ended}))
+
+
 def to_sparse(mdp: TabularMDP, max_outcomes: int | None = None) -> SparseMDP:
     """Dense -> sparse outcomes (host-side, one MDP), keeping only outcomes of positive
     probability. N defaults to the largest count of such outcomes."""

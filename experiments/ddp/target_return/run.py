@@ -31,7 +31,7 @@ from rlx.agents import dqn
 from rlx.agents.ddp import deep
 from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import tabular as T
-from rlx.envs.tabular import ddp_grid, to_gymnax
+from rlx.envs.tabular import achievable_returns, ddp_grid, to_gymnax
 from rlx.evaluation import evaluate
 from rlx.experiments import main
 
@@ -201,20 +201,6 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
         "deterministic_max_return": float(np.max(det["mean"])),
         "bernoulli_mean_abs_error_on_deterministic_achievable_targets": float(np.mean(ber["abs_error"][hit])),
     }
-
-
-def achievable_returns(mdp, horizon):
-    """Every return some action sequence gets in a deterministic grid (forward sets)."""
-    succ, rew, term = (np.asarray(x) for x in (mdp.successors, mdp.successor_rewards, mdp.terminal))
-    frontier, done = {(int(np.argmax(np.asarray(mdp.initial))), 0.0)}, set()
-    for _ in range(horizon):
-        nxt = set()
-        for s, g in frontier:
-            for a in range(succ.shape[1]):
-                s2, g2 = int(succ[s, a, 0]), g + float(rew[s, a, 0])
-                (done if term[s2] else nxt).add((s2, g2))
-        frontier = nxt
-    return np.array(sorted({g for _, g in frontier | done}))
 
 
 def _plot(curves, methods, targets, path):
