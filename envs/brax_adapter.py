@@ -59,8 +59,14 @@ class BraxEnv:
         first = s if self.reset_mode == "cached" else None
         return s.obs, BraxEnvState(s, jnp.zeros((), jnp.int32), first)
 
+    def reward(self, s: Any, action: jax.Array) -> tuple[jax.Array, dict]:
+        """The reward of brax state `s` (reached by `action`) and extra `info` entries;
+        read before the auto-reset replaces the finished episode's metrics."""
+        return s.reward, {}
+
     def step(self, key: jax.Array, state: BraxEnvState, action: jax.Array, params: Any = None):
         s = self._env.step(state.inner, action)
+        reward, extra = self.reward(s, action)
         time = state.time + 1
         terminated = s.done > 0.5
         truncated = (time >= self.episode_length) & ~terminated
@@ -68,8 +74,8 @@ class BraxEnv:
         fresh = state.first if self.reset_mode == "cached" else self._env.reset(key)
         new = select_tree(done, fresh, s)
         time = jnp.where(done, 0, time)
-        info = {"final_obs": s.obs}
-        return new.obs, BraxEnvState(new, time, state.first), s.reward, terminated, truncated, info
+        info = {"final_obs": s.obs, **extra}
+        return new.obs, BraxEnvState(new, time, state.first), reward, terminated, truncated, info
 
     def observation_space(self, params: Any = None) -> Box:
         # Not brax's `observation_size`: it runs a reset op by op, which on CPU is a few

@@ -31,8 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlx.envs.brax_adapter import BraxEnv, BraxEnvState, make_brax
-from rlx.envs.core import select_tree
+from rlx.envs.brax_adapter import BraxEnv, make_brax
 from rlx.envs.mo.spec import MOSpec, lattice_spec
 
 #: name -> (brax env id, number of objectives)
@@ -97,20 +96,9 @@ class MOBraxEnv(BraxEnv):
             return jnp.stack([m["x_velocity"] + h + c + k, m["y_velocity"] + h + c + k])
         return jnp.stack([m["x_velocity"] + h + k, m["y_velocity"] + h + k, energy])
 
-    def step(self, key: jax.Array, state: BraxEnvState, action: jax.Array, params: Any = None):
-        # BraxEnv.step with the vector reward: it must be read before the auto-reset
-        # replaces the finished episode's metrics.
-        s = self._env.step(state.inner, action)
-        reward = self.objectives(s, action).astype(jnp.float32)
-        time = state.time + 1
-        terminated = s.done > 0.5
-        truncated = (time >= self.episode_length) & ~terminated
-        done = terminated | truncated
-        fresh = state.first if self.reset_mode == "cached" else self._env.reset(key)
-        new = select_tree(done, fresh, s)
-        time = jnp.where(done, 0, time)
-        info = {"final_obs": s.obs, "scalar_reward": s.reward}
-        return new.obs, BraxEnvState(new, time, state.first), reward, terminated, truncated, info
+    def reward(self, s: Any, action: jax.Array) -> tuple[jax.Array, dict]:
+        """The objective vector `[d]`; brax's scalar reward goes to `info["scalar_reward"]`."""
+        return self.objectives(s, action).astype(jnp.float32), {"scalar_reward": s.reward}
 
 
 def make_mo_brax(name: str, backend: str = "generalized", episode_length: int = 1000, reset_mode: str = "fresh",
