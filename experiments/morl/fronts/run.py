@@ -35,7 +35,7 @@ META = dict(
     headline="hv_ratio_cmorl_over_linear",
     budget={"smoke": "about 1 min on 2 CPU cores", "cpu": "about 15 min on 2 CPU cores",
             "cpu-halfcheetah": "about 40 min on one CPU core",
-            "cpu-hopper": "measured below", "paper": "a GPU; adds seeds"},
+            "cpu-hopper": "about 27 min on one CPU core", "paper": "a GPU; adds seeds"},
 )  # fmt: skip
 
 DST = dict(num_envs=16, num_steps=64, num_minibatches=4, update_epochs=4, lr=1e-3, gamma=0.99, ent_coef=0.01,
