@@ -53,3 +53,22 @@ def use_every_cpu_core(count: int | None = None) -> None:
         count = count or usable_cpu_cores()
         _os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
     _os.environ.setdefault("JAX_CPU_ENABLE_ASYNC_DISPATCH", "false")
+
+
+def use_compile_cache(path: str | None = None) -> str:
+    """Keep compiled XLA programs on disk, so that rerunning the same program (same
+    config, shapes and jax version) skips the compile: a 2-seed CartPole PPO run went
+    from 13.6 s to 3.5 s wall on CPU, its compile from 9.5 s to 1.4 s.
+
+    `path` defaults to `$RLX_COMPILE_CACHE`, else `~/.cache/rlx/xla`; returns it. Call it
+    before compiling anything. Off by default: on CPU, jaxlib 0.9-0.10 logs an E-level
+    "machine feature +prefer-no-scatter" line for every cached program it loads
+    (openxla/xla#44565), although the program runs and gives the same results."""
+    import jax
+
+    path = path or _os.environ.get("RLX_COMPILE_CACHE") or _os.path.join(_os.path.expanduser("~"), ".cache", "rlx", "xla")
+    _os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    # Only programs that took a while to compile: the many tiny eager ops are not worth a file each.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path

@@ -95,6 +95,9 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
         s.add_argument("--eval-episodes", type=int, default=16, help="deterministic evaluation episodes per member at the end (0: skip)")
         s.add_argument("--eval-every", type=int, default=0, help="evaluate every N chunks into the eval_return column (0: only at the end); use it for long episodes, where few training episodes finish")
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
+        s.add_argument("--compile-cache", nargs="?", const="", metavar="DIR",
+                       help="keep compiled programs in DIR (default $RLX_COMPILE_CACHE or ~/.cache/rlx/xla), "
+                            "so a rerun of the same config skips most of the compile (rlx.use_compile_cache)")  # fmt: skip
         _distributed_flags(s)
         if config_cls is not None:
             from rlx.config import describe
@@ -176,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--devices", default="auto")
+    pre.add_argument("--compile-cache", nargs="?", const="")
     known, _ = pre.parse_known_args(argv)
     _set_platform_flags(known.devices)
+    if known.compile_cache is not None:  # before anything compiles
+        import rlx
+
+        rlx.use_compile_cache(known.compile_cache or None)
 
     # Pick the algorithm (from the args or a resumed run) so its config fields become flags.
     config_cls = None

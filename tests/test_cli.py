@@ -203,3 +203,21 @@ def test_one_cpu_device_per_usable_core_and_a_set_count_is_kept():
     env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=3"
     kept = subprocess.run([sys.executable, "-c", pinned], capture_output=True, text=True, env=env, check=True)
     assert kept.stdout.split()[0] == "3"
+
+
+def test_compile_cache_reruns_give_the_same_results(tmp_path):
+    # A second process loads the compiled programs the first one stored, and must train
+    # exactly as it did (the cache must not change results).
+    cache = tmp_path / "xla"
+    code = "import sys; from rlx import cli; raise SystemExit(cli.main(sys.argv[1:]))"
+    metrics = []
+    for run in ("a", "b"):
+        out = str(tmp_path / run)
+        args = ["train", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", "2", "--out", out, "--no-progress",
+                "--eval-episodes", "0", "--compile-cache", str(cache)] + TINY  # fmt: skip
+        subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True, text=True)
+        if run == "a":
+            assert any(cache.iterdir()), "the first run stored no compiled program"
+        metrics.append(read_metrics(os.path.join(out, "metrics.csv")))
+    np.testing.assert_array_equal(metrics[0]["loss"], metrics[1]["loss"])
+    np.testing.assert_array_equal(metrics[0]["episode_return"], metrics[1]["episode_return"])
