@@ -11,7 +11,9 @@ Rows (env steps per second, excluding and including compile):
   of one compiled program: what a process-per-policy implementation does at best
   (no process start, no IPC, no torch), measured in the same process;
 - stage 2, one round: N = 5 selected policies x 2 objectives = 10 constrained MO-PPO
-  runs of K = 20 updates, as one program (from `cmorl.run`'s timings).
+  runs of K = 20 updates, as one program (from `cmorl.run`'s timings);
+- env alone: the env stepped with random actions and no learner, 8 envs on one device:
+  the physics' share of the cost, a ceiling for any learner on this machine.
 
 The PyTorch peer (MORL-Baselines' PGMORL, whose warm-up is the same 6-policy population
 job) needs torch and MuJoCo, which rlx does not depend on: `bench_morl_torch.py` runs it in
@@ -91,6 +93,8 @@ def main() -> None:
         jax.block_until_ready(compiled(pop.keys[i], jax.tree.map(lambda x: x[i], pop.cfg), params))
     seq_s = time.perf_counter() - t0
     rows.append(_row("stage 1, one policy at a time (6 calls)", len(pop.members) * args.updates * batch, compile_s, seq_s))
+    # The env alone: what the physics costs, the floor under any learner on this machine.
+    rows.append(_env_only_row(env, params, cfg.num_envs, cfg.num_steps))
 
     name = "DST convex" if args.env == "dst" else "MO-HalfCheetah (brax spring)"
     setting = f"{name}, {cfg.num_envs} envs x {cfg.num_steps} steps, {cfg.update_epochs} epochs x {cfg.num_minibatches} minibatches"
@@ -99,13 +103,40 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['what']} | {r['steps']:,} | {r['compile_s']:.1f} | {r['run_s']:.1f} | {r['sps']:,.0f} | {r['sps_incl']:,.0f} |")
-    pop_row, seq_row = rows[0], rows[-1]
+    pop_row = rows[0]
+    seq_row = next(r for r in rows if r["what"].startswith("stage 1, one policy"))
     print(f"\npopulation / one-at-a-time: {pop_row['sps'] / seq_row['sps']:.2f}x excluding compile, "
           f"{pop_row['sps_incl'] / seq_row['sps_incl']:.2f}x including it")  # fmt: skip
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, f"morl_{args.env}.json"), "w") as fh:
         json.dump(dict(setting=setting, backend=jax.default_backend(), devices=len(jax.devices()), rows=rows,
                        final_hv=res.history[-1]["hypervolume"]), fh, indent=2)  # fmt: skip
+
+
+def _env_only_row(env, params, num_envs, num_steps):
+    """`num_envs` envs stepped `num_steps` times with uniform random actions, no learner."""
+    space = env.action_space(params)
+
+    def rollout(key):
+        k_reset, k_run = jax.random.split(key)
+        _, state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, num_envs), params)
+
+        def step(state, k):
+            k_act, k_env = jax.random.split(k)
+            action = jax.vmap(space.sample)(jax.random.split(k_act, num_envs))
+            out = jax.vmap(env.step, (0, 0, 0, None))(jax.random.split(k_env, num_envs), state, action, params)
+            return out[1], out[2].sum()
+
+        return jax.lax.scan(step, state, jax.random.split(k_run, num_steps))[1].sum()
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(rollout).lower(jax.random.key(0)).compile()
+    compile_s = time.perf_counter() - t0
+    jax.block_until_ready(compiled(jax.random.key(1)))  # first call: buffers and caches
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(jax.random.key(2)))
+    return _row(f"env alone, random actions ({num_envs} envs, 1 device)", num_envs * num_steps, compile_s,
+                time.perf_counter() - t0)  # fmt: skip
 
 
 def _row(what, steps, compile_s, run_s):
