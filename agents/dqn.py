@@ -63,7 +63,7 @@ class DQNConfig(replay.ReplaySchedule):
     buffer_size: int = static(10_000, "replay capacity (transitions per member)", ge=1)
     batch_size: int = static(128, "minibatch size of one gradient step", ge=1)
     target_update_period: int = static(50, "gradient steps between target-network updates", ge=1)
-    hidden: tuple = static((64, 64), "hidden layer widths")
+    hidden: tuple = static((64, 64), "hidden layer widths", ge=1)
     activation: str = static("relu", "hidden activation", choices=tuple(ACTIVATIONS))
     eps_schedule: str = static("linear", "ε decay from eps_start to eps_end over eps_fraction of total_steps", choices=EPS_SCHEDULES)
     num_atoms: int = static(51, "c51: support size; qr: number of quantiles", ge=2)

@@ -43,8 +43,8 @@ class PPOConfig:
     total_steps: int = static(500_000, "env steps per member in a full run", ge=1)
     update_epochs: int = static(4, "passes over each batch", ge=1)
     num_minibatches: int = static(4, "minibatches per pass; must divide num_envs*num_steps", ge=1)
-    hidden: tuple = static((64, 64), "actor hidden layer widths")
-    critic_hidden: tuple = static((64, 64), "critic hidden layer widths")
+    hidden: tuple = static((64, 64), "actor hidden layer widths", ge=1)
+    critic_hidden: tuple = static((64, 64), "critic hidden layer widths", ge=1)
     activation: str = static("tanh", "hidden activation", choices=tuple(ACTIVATIONS))
     kernel_init: str = static("orthogonal", "weight init of every layer", choices=KERNEL_INITS)
     action_dist: str = static("auto", "categorical for discrete; gaussian or tanh_gaussian", choices=ACTION_DISTS)
@@ -52,7 +52,7 @@ class PPOConfig:
     init_log_std: float = static(0.0, "initial log standard deviation of Gaussian policies")
     anneal_lr: bool = static(True, "linearly decay the learning rate to 0")
     normalize_obs: bool = static(False, "running observation normalisation")
-    obs_clip: float = static(10.0, "normalised observations are clipped to ±obs_clip", gt=0)
+    obs_clip: float = static(10.0, "normalised observations are clipped to ±obs_clip (inf: no clip)", gt=0, finite=False)
     stats_first: bool = static(
         False, "update observation statistics from the new rollout before learning on it (brax)"
     )

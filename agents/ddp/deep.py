@@ -99,8 +99,8 @@ class DDPConfig(dqn.DQNConfig):
     learning_starts: int = static(4_096, "warm-up env steps per member with uniform random actions", ge=0)
     buffer_size: int = static(50_000, "replay capacity (transitions per member)", ge=1)
     target_update_period: int = static(100, "gradient steps between target-network updates", ge=1)
-    hidden: tuple = static((128, 128), "torso hidden layer widths (over the observation)")
-    head_hidden: tuple = static((128, 128), "hidden widths after the torso, over [torso features, stock, time-to-go]")
+    hidden: tuple = static((128, 128), "torso hidden layer widths (over the observation)", ge=1)
+    head_hidden: tuple = static((128, 128), "hidden widths after the torso, over [torso features, stock, time-to-go]", ge=1)
     num_atoms: int = static(49, "c51: support size; qr: number of quantiles", ge=2)
     stock_features: int = static(0, "K >= 2: the network also gets K hat (linear-interpolation) features of the "
                                  "stock on an even grid over [stock_low, stock_high]; 0: the normalised scalar only",

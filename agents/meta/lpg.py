@@ -50,7 +50,7 @@ class LPGConfig:
 
     num_envs: int = static(8, "parallel episodes per agent", ge=1)
     num_steps: int = static(20, "rollout length per update", ge=1)
-    hidden: tuple = static((), "agent MLP widths; () is linear (the tabular agent)")
+    hidden: tuple = static((), "agent MLP widths; () is linear (the tabular agent)", ge=1, items=int)
     y_bins: int = static(8, "bins of the agent's categorical prediction y", ge=2)
     meta_hidden: int = static(256, "GRU units of the meta-network", ge=1)
     phi_hidden: int = static(16, "units of φ, the embedding of y", ge=1)

@@ -47,7 +47,7 @@ class LPGGymConfig:
     num_envs: int = static(16, "parallel environments", ge=1)
     num_steps: int = static(20, "rollout length per update (the meta-network's sequence)", ge=1)
     total_steps: int = static(100_000, "env steps in a full run", ge=1)
-    hidden: tuple = static((64, 64), "torso MLP widths (meta.md: 64, 64 for classic control; 256, 256 for MinAtar)")
+    hidden: tuple = static((64, 64), "torso MLP widths (meta.md: 64, 64 for classic control; 256, 256 for MinAtar)", ge=1)
     activation: str = static("relu", "torso activation", choices=tuple(ACTIVATIONS))
     y_bins: int = static(8, "bins of the agent's categorical prediction y (the meta-network's)", ge=2)
     meta_hidden: int = static(256, "GRU units of the meta-network", ge=1)
