@@ -9,6 +9,7 @@ every device of every host.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from typing import Any, NamedTuple, Sequence
@@ -17,9 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from rlx.config import apply_overrides, is_static, stack
-
-import dataclasses
+from rlx.config import ConfigError, _no_field, apply_overrides, is_static, stack
 
 
 class Population(NamedTuple):
@@ -28,29 +27,54 @@ class Population(NamedTuple):
     members: list[dict]  # per member: {"member", "seed", **swept hyperparameters}
 
 
+def _seed_list(seeds: Any) -> list[int]:
+    bad = isinstance(seeds, (bool, np.bool_, str)) or not isinstance(seeds, (int, np.integer, Sequence, np.ndarray))
+    if bad:
+        raise ConfigError(f"make_population: seeds = {seeds!r} is invalid: it must be a count or a list of seeds.")
+    if isinstance(seeds, (int, np.integer)):
+        if seeds < 1:
+            raise ConfigError(f"make_population: seeds = {seeds!r} is invalid: it must be >= 1.")
+        return list(range(int(seeds)))
+    out = list(seeds)
+    if not out:
+        raise ConfigError("make_population: seeds = [] is invalid: need at least one seed.")
+    for s in out:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)) or s < 0:
+            raise ConfigError(f"make_population: seeds = {out!r} is invalid: every seed must be an integer >= 0, not {s!r}.")
+    dup = sorted({int(s) for s in out if out.count(s) > 1})
+    if dup:
+        raise ConfigError(f"make_population: seeds = {out!r} is invalid: seed(s) {dup} appear more than once.")
+    return [int(s) for s in out]
+
+
 def make_population(
     cfg: Any, seeds: int | Sequence[int] = 1, grid: dict[str, Sequence[Any]] | None = None
 ) -> Population:
     """Every combination of `grid` values (traced fields only) for every seed.
 
-    `seeds` is a count (seeds 0..n-1) or an explicit list. Member order is
-    grid-major, seed-minor.
+    `seeds` is a count (seeds 0..n-1) or an explicit list of distinct seeds >= 0.
+    Member order is grid-major, seed-minor. Raises a ConfigError naming the field.
     """
-    seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
-    if not seed_list:
-        raise ValueError("seeds: need at least one seed")
-    grid = dict(grid or {})
+    seed_list = _seed_list(seeds)
+    if grid is not None and not isinstance(grid, dict):
+        raise ConfigError(f"make_population: grid = {grid!r} is invalid: it must be a dict {{field: [values]}}.")
+    grid = {str(k).replace("-", "_"): v for k, v in (grid or {}).items()}
     fields = {f.name: f for f in dataclasses.fields(cfg)}
-    for name, values in grid.items():
-        if name not in fields:
-            apply_overrides(cfg, {name: None})  # raises with close matches
-        if is_static(fields[name]):
-            raise ValueError(
-                f"sweep: {type(cfg).__name__}.{name} is a static field (it shapes the compiled "
+    name = type(cfg).__name__
+    for key, values in grid.items():
+        if key not in fields:
+            raise _no_field(cfg, key)
+        if is_static(fields[key]):
+            raise ConfigError(
+                f"sweep: {name}.{key} is a static field (it shapes the compiled "
                 "program), so it cannot vary inside one population; run one sweep per value."
             )
+        if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) or np.ndim(values) == 0:
+            raise ConfigError(f"sweep: grid[{key!r}] = {values!r} is invalid: it must be a list of {name}.{key} values.")
         if len(values) == 0:
-            raise ValueError(f"sweep: grid for {name!r} is empty")
+            raise ConfigError(f"sweep: grid[{key!r}] is empty: give at least one {name}.{key} value.")
+        for v in values:
+            apply_overrides(cfg, {key: v})  # each value alone, checked as the field would check it
     combos = [dict(zip(grid, vals)) for vals in itertools.product(*grid.values())] or [{}]
     configs, keys, members = [], [], []
     for combo in combos:
