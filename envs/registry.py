@@ -4,12 +4,15 @@ Names are `<family>/<id>`: `gymnax/CartPole-v1`, `brax/ant`, `rlx/deep-sea-treas
 Families are imported lazily, so making a gymnax env never imports brax.
 Our own env packages (`rlx.envs.mo`, `rlx.envs.tabular`, ...) each expose a dict
 `ENVS: {name: factory(**kwargs) -> (env, params)}` that is merged in here.
+`make` refuses keyword arguments the env does not take before building anything; a
+factory whose `**kwargs` go elsewhere says where with `@forwards_kwargs(target)`.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from typing import Any, Callable
 
 # Names are listed statically so errors and `rlx list` need no heavy import.
@@ -27,6 +30,109 @@ BRAX_IDS = (
 )  # fmt: skip
 # Packages that contribute `ENVS` dicts of our own environments.
 PROVIDERS = ("rlx.envs.mo", "rlx.envs.tabular", "rlx.envs.testing")
+
+
+class EnvArgumentError(TypeError, ValueError):
+    """`make` got a keyword argument the environment does not take."""
+
+
+def forwards_kwargs(*targets: Callable, exclude: tuple[str, ...] = ()) -> Callable:
+    """Mark a factory whose `**kwargs` go on to `targets` (less the names in
+    `exclude`, which it fills itself), so `make` can tell which keywords it takes."""
+
+    def mark(fn: Callable) -> Callable:
+        fn.__kwargs_to__ = (targets, tuple(exclude))
+        return fn
+
+    return mark
+
+
+_KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _signature(fn: Any, skip: tuple[str, ...] = (), optional: bool = False) -> tuple[list[str], bool] | None:
+    """(`fn`'s keyword arguments, whether it takes `**kwargs`); None without a signature."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    names = [p.name for p in params if p.kind in _KEYWORD and p.name not in skip
+             and not (optional and p.default is p.empty)]  # fmt: skip
+    return names, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def keywords(fn: Any, skip: tuple[str, ...] = ()) -> list[str] | None:
+    """The keyword arguments `fn` takes, following `**kwargs` into `@forwards_kwargs`
+    targets and, for a class, into the optional arguments of its bases' `__init__`;
+    None when that cannot be told."""
+    sig = _signature(fn, skip)
+    if sig is None:
+        return None
+    names, var = sig
+    if not var:
+        return names
+    if isinstance(fn, type):
+        for base in fn.__mro__[1:]:
+            if base is object or "__init__" not in vars(base):
+                continue
+            sig = _signature(base, skip, optional=True)
+            if sig is None:
+                return None
+            names += sig[0]
+            if not sig[1]:
+                return list(dict.fromkeys(names))
+        return None
+    targets, exclude = getattr(fn, "__kwargs_to__", (None, ()))
+    if targets is None:
+        return None
+    for target in targets:
+        more = keywords(target, skip + exclude)
+        if more is None:
+            return None
+        names += more
+    return list(dict.fromkeys(names))
+
+
+def accepted_kwargs(name: str) -> list[str] | None:
+    """The keyword arguments `make(name, ...)` takes; None when that cannot be told."""
+    check_name(name)
+    family, _, env_id = name.partition("/")
+    if family == "gymnax":
+        import gymnax.registration
+
+        factory = getattr(gymnax.registration, "_registry", {}).get(env_id)
+        return None if factory is None else keywords(factory)
+    if family == "brax":
+        import warnings
+
+        from rlx.envs.brax_adapter import make_brax
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # brax warns that its env collection is unmaintained
+            from brax import envs as brax_envs
+        own = _signature(make_brax, ("env_id",))[0]
+        upstream = getattr(brax_envs, "_envs", {}).get(env_id)
+        more = None if upstream is None else keywords(upstream)
+        return None if more is None else list(dict.fromkeys(own + more))
+    return keywords(_own_envs()[name])
+
+
+def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
+    """Raise an EnvArgumentError naming the keywords `name` does not take, and those it does."""
+    if not kwargs:
+        return
+    accepted = accepted_kwargs(name)
+    if accepted is None:
+        return
+    bad = [k for k in kwargs if k not in accepted]
+    if not bad:
+        return
+    close = [c for k in bad for c in difflib.get_close_matches(k, accepted, n=1)]
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise EnvArgumentError(
+        f"{name} takes no argument{'s' if len(bad) > 1 else ''} {', '.join(map(repr, bad))}; "
+        f"accepted: {', '.join(accepted) or 'none'}.{hint}"
+    )
 
 
 def _own_envs() -> dict[str, Callable[..., tuple[Any, Any]]]:
@@ -67,6 +173,7 @@ def check_name(name: str) -> None:
 def make(name: str, **kwargs) -> tuple[Any, Any]:
     """Build an environment by name and return `(env, params)`."""
     check_name(name)
+    check_kwargs(name, kwargs)
     family, _, env_id = name.partition("/")
     if family == "gymnax":
         from rlx.envs.gymnax_adapter import make_gymnax

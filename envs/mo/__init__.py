@@ -9,12 +9,14 @@ evaluation gamma), and `pareto_front(gamma) -> [n, d]` of discounted returns wit
 registry (`rlx.envs.registry`) merges it.
 """
 
-from rlx.envs.mo.deep_sea_treasure import DeepSeaTreasure, make_deep_sea_treasure
+from rlx.envs.mo.deep_sea_treasure import DeepSeaTreasure, DSTParams, make_deep_sea_treasure
 from rlx.envs.mo.fruit_tree import FruitTree, make_fruit_tree
 from rlx.envs.mo.resource_gathering import ResourceGathering, make_resource_gathering
 from rlx.envs.mo.spec import MOSpec
+from rlx.envs.registry import forwards_kwargs
 
 
+@forwards_kwargs(DSTParams)
 def _dst_concave(**params):
     return make_deep_sea_treasure("concave", **params)
 

@@ -24,6 +24,7 @@ from flax import struct
 from rlx.agents.morl.pareto import pareto_filter
 from rlx.envs.core import Box, Discrete, Environment
 from rlx.envs.mo.spec import MOSpec, lattice_spec
+from rlx.envs.registry import forwards_kwargs
 
 N_ROWS, N_COLS = 11, 11
 START = (0, 0)
@@ -151,6 +152,7 @@ class DeepSeaTreasure(Environment):
         return front[np.argsort(front[:, 0])]
 
 
+@forwards_kwargs(DSTParams)
 def make_deep_sea_treasure(version: str = "convex", **params) -> tuple[DeepSeaTreasure, DSTParams]:
     env = DeepSeaTreasure(version)
     return env, DSTParams(**params)

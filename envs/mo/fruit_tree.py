@@ -20,6 +20,7 @@ from flax import struct
 
 from rlx.envs.core import Box, Discrete, Environment
 from rlx.envs.mo.spec import MOSpec, lattice_spec
+from rlx.envs.registry import forwards_kwargs
 
 _FRUITS_DEPTH_5 = np.array(
     [
@@ -334,6 +335,7 @@ class FruitTree(Environment):
         return self._fruits_np * gamma ** (self.depth - 1)
 
 
+@forwards_kwargs(FruitTreeParams)
 def make_fruit_tree(depth: int = 6, **params) -> tuple[FruitTree, FruitTreeParams]:
     env = FruitTree(depth)
     return env, FruitTreeParams(**{"max_steps_in_episode": depth, **params})

@@ -30,6 +30,7 @@ from flax import struct
 from rlx.agents.morl.pareto import pareto_filter
 from rlx.envs.core import Box, Discrete, Environment
 from rlx.envs.mo.spec import MOSpec, lattice_spec
+from rlx.envs.registry import forwards_kwargs
 
 SIZE = 5
 HOME = (4, 2)
@@ -166,5 +167,6 @@ class ResourceGathering(Environment):
         return pareto_filter(points)
 
 
+@forwards_kwargs(RGParams)
 def make_resource_gathering(**params) -> tuple[ResourceGathering, RGParams]:
     return ResourceGathering(), RGParams(**params)

@@ -6,8 +6,11 @@ generators and grid worlds, and `to_gymnax` to run them on rlx's env interface.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 
+from rlx.envs.registry import forwards_kwargs
 from rlx.envs.tabular.env import TabularEnv, TabularParams, TabularState, to_gymnax
 from rlx.envs.tabular.grids import ddp_grid, frozen_lake, grid_mdp, risky_grid
 from rlx.envs.tabular.mdp import (
@@ -21,15 +24,26 @@ def _ddp_grid(bernoulli: bool = False, max_steps: int = 16):
     return to_gymnax(ddp_grid(bernoulli), max_steps, name)
 
 
+@forwards_kwargs(random_mdp, exclude=("key",))
 def _random(seed: int = 0, num_states: int = 5, num_actions: int = 3, max_steps: int = 10, **kw):
     return to_gymnax(random_mdp(jax.random.key(seed), num_states, num_actions, **kw), max_steps, "rlx/random-mdp")
 
 
+@forwards_kwargs(frozen_lake)
+def _frozen_lake(max_steps: int = 100, **kw):
+    return to_gymnax(frozen_lake(**kw), max_steps, "rlx/frozen-lake")
+
+
+@forwards_kwargs(risky_grid)
+def _risky_grid(max_steps: int = 12, **kw):
+    return to_gymnax(risky_grid(**kw), max_steps, "rlx/ddp-risky-grid")
+
+
 ENVS = {
-    "rlx/ddp-grid": lambda **kw: _ddp_grid(False, **kw),
-    "rlx/ddp-grid-bernoulli": lambda **kw: _ddp_grid(True, **kw),
-    "rlx/frozen-lake": lambda max_steps=100, **kw: to_gymnax(frozen_lake(**kw), max_steps, "rlx/frozen-lake"),
-    "rlx/ddp-risky-grid": lambda max_steps=12, **kw: to_gymnax(risky_grid(**kw), max_steps, "rlx/ddp-risky-grid"),
+    "rlx/ddp-grid": functools.partial(_ddp_grid, False),
+    "rlx/ddp-grid-bernoulli": functools.partial(_ddp_grid, True),
+    "rlx/frozen-lake": _frozen_lake,
+    "rlx/ddp-risky-grid": _risky_grid,
     "rlx/random-mdp": _random,
 }
 
