@@ -15,6 +15,7 @@ a TPU pod) the same command spans processes: see `rlx.distributed`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -34,18 +35,47 @@ ALGORITHMS: dict[str, tuple[str, str, dict[str, str | None]]] = {
 LAUNCHERS = ("local", "slurm", "ray")
 
 
-def _set_platform_flags(devices: str | None) -> None:
-    """Before jax starts: one CPU device per core (at least `--devices` when it is a
-    number) and the async-dispatch guard (`rlx.use_every_cpu_core`)."""
+def _set_platform_flags() -> None:
+    """Before jax starts: one CPU device per usable core and the async-dispatch guard
+    (`rlx.use_every_cpu_core`). `--devices` picks among them; it never adds virtual
+    devices (set XLA_FLAGS=--xla_force_host_platform_device_count=N for those)."""
     import rlx
 
-    count = rlx.usable_cpu_cores()
-    if devices not in (None, "auto"):
-        try:
-            count = max(count, int(devices))
-        except ValueError:
-            pass
-    rlx.use_every_cpu_core(count)
+    rlx.use_every_cpu_core()
+
+
+def _devices_arg(text: str) -> str:
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is invalid: it must be auto or a positive integer")
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: it must be an integer >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: it must be an integer >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _nonnegative_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: it must be an integer >= 1")
+    return value
+
+
+class CLIError(Exception):
+    """A bad command line: one line, printed without a traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (raised, so that `main` prints them and returns 2)."""
+
+    def error(self, message: str):
+        raise CLIError(f"{message} (see `{self.prog} --help`)")
 
 
 def _algorithm(name: str):
@@ -54,7 +84,7 @@ def _algorithm(name: str):
 
         close = difflib.get_close_matches(name, list(ALGORITHMS), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise SystemExit(f"error: unknown algorithm {name!r}.{hint} Accepted values: {', '.join(ALGORITHMS)}.")
+        raise CLIError(f"unknown algorithm {name!r}.{hint} Accepted values: {', '.join(ALGORITHMS)}.")
     module_name, cls_name, presets = ALGORITHMS[name]
     module = importlib.import_module(module_name)
     return module, getattr(module, cls_name), presets
@@ -65,14 +95,16 @@ def _field_flag(name: str) -> str:
 
 
 def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rlx", description="Train and sweep rlx agents.")
+    p = _Parser(prog="rlx", description="Train and sweep rlx agents.")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (or set RLX_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
+    p.commands = {}
     for command in ("train", "sweep"):
-        s = sub.add_parser(command, help=f"{command} an agent (a population of seeds{' x a grid' * (command == 'sweep')})")
+        s = p.commands[command] = sub.add_parser(command, help=f"{command} an agent (a population of seeds{' x a grid' * (command == 'sweep')})")
         s.add_argument("algo", nargs="?", help=f"one of: {', '.join(ALGORITHMS)}")
         s.add_argument("--env", help="environment name, e.g. gymnax/CartPole-v1 (see `rlx list`)")
         s.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="arguments for envs.make, e.g. backend=spring")
-        s.add_argument("--seeds", type=int, default=8 if command == "train" else 4, help="seeds 0..N-1 (default: %(default)s)")
+        s.add_argument("--seeds", type=_positive_int, default=8 if command == "train" else 4, help="seeds 0..N-1 (default: %(default)s)")
         s.add_argument("--preset", default="default", help="a named starting config of the algorithm (ppo: default, brax)")
         s.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
         if command == "sweep":
@@ -88,12 +120,14 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
                                 "gpus_per_node=1); for ray: task options (num_gpus=1 num_cpus=4)")  # fmt: skip
         s.add_argument("--out", help="output directory (default: runs/<algo>-<env>-<time>)")
         s.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint")
-        s.add_argument("--devices", default="auto", help="devices to spread the population over (default: the most that divide it)")
-        s.add_argument("--chunks", type=int, default=20, help="jitted chunks between which metrics, checkpoints and progress happen")
+        s.add_argument("--devices", default="auto", type=_devices_arg,
+                       help="devices to spread the population over (default: the most that divide it); may differ on --resume")
+        s.add_argument("--debug", action="store_true", help="show the traceback of an error (or set RLX_DEBUG=1)")
+        s.add_argument("--chunks", type=_positive_int, default=20, help="jitted chunks between which metrics, checkpoints and progress happen")
         s.add_argument("--population-mode", default="auto", choices=("auto", "vmap", "map"), help="how members share a device")
-        s.add_argument("--map-batch-size", type=int, help="with map: vmap this many members at a time (memory grows with it; see docs/runbook.md)")
-        s.add_argument("--eval-episodes", type=int, default=16, help="deterministic evaluation episodes per member at the end (0: skip)")
-        s.add_argument("--eval-every", type=int, default=0, help="evaluate every N chunks into the eval_return column (0: only at the end); use it for long episodes, where few training episodes finish")
+        s.add_argument("--map-batch-size", type=_positive_int, help="with map: vmap this many members at a time (memory grows with it; see docs/runbook.md)")
+        s.add_argument("--eval-episodes", type=_nonnegative_int, default=16, help="deterministic evaluation episodes per member at the end (0: skip)")
+        s.add_argument("--eval-every", type=_nonnegative_int, default=0, help="evaluate every N chunks into the eval_return column (0: only at the end); use it for long episodes, where few training episodes finish")
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
         s.add_argument("--compile-cache", nargs="?", const="", metavar="DIR",
                        help="keep compiled programs in DIR (default $RLX_COMPILE_CACHE or ~/.cache/rlx/xla), "
@@ -120,14 +154,14 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
 def _distributed_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("multi-process runs (default: single process, or detected from SLURM / a TPU pod)")
     g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (env RLX_COORDINATOR)")
-    g.add_argument("--num-processes", type=int, help="number of processes (env RLX_NUM_PROCESSES)")
-    g.add_argument("--process-id", type=int, help="this process's index, 0..N-1 (env RLX_PROCESS_ID)")
+    g.add_argument("--num-processes", type=_positive_int, help="number of processes (env RLX_NUM_PROCESSES)")
+    g.add_argument("--process-id", type=_nonnegative_int, help="this process's index, 0..N-1 (env RLX_PROCESS_ID)")
     g.add_argument("--init-timeout", type=float, help="seconds to wait for every process to join (env RLX_INIT_TIMEOUT, default 120)")
 
 
 def _initialize_distributed(argv: list[str]) -> None:
     """Join a multi-process run when asked to, before anything starts jax's devices."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _Parser(add_help=False)
     _distributed_flags(pre)
     known, _ = pre.parse_known_args(argv)
     from rlx import distributed
@@ -135,14 +169,14 @@ def _initialize_distributed(argv: list[str]) -> None:
     try:
         distributed.initialize(known.coordinator, known.num_processes, known.process_id, timeout_s=known.init_timeout)
     except distributed.DistributedSetupError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise CLIError(str(e)) from None
 
 
 def _kv(items: list[str], what: str) -> dict[str, str]:
     out = {}
     for item in items:
         if "=" not in item:
-            raise SystemExit(f"error: {what} {item!r} must look like KEY=VALUE")
+            raise CLIError(f"{what} {item!r} must look like KEY=VALUE")
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out
@@ -176,12 +210,79 @@ def _per_member(values, limit: int = 16) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; every expected failure is one line on stderr and a non-zero code
+    (2 for a bad command line, 130 for Ctrl-C). `--debug` or RLX_DEBUG=1 shows tracebacks."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--devices", default="auto")
+    debug = "--debug" in argv or os.environ.get("RLX_DEBUG", "") not in ("", "0")
+    _RUN.update(dir=None, argv=argv)
+    if not debug:  # libraries' own error logs (orbax's background threads) would repeat our one line
+        import logging
+
+        logging.getLogger("absl").setLevel(logging.CRITICAL)
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `rlx list | head`: the reader left; say nothing
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        return _fail(f"interrupted{_resume_hint('everything up to its last checkpoint is kept')}", 130)
+    except Exception as e:
+        if debug:
+            raise
+        return _fail(*_describe(e))
+
+
+_RUN: dict[str, Any] = {"dir": None}  # the run directory in flight, for resume hints
+
+
+def _resume_hint(kept: str) -> str:
+    d = _RUN["dir"]
+    return f"; {kept} in {d}: resume with `rlx train --resume {d}`" if d else ""
+
+
+def _fail(message: str, code: int = 1) -> int:
+    import threading
+
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    # A failed save leaves library threads (orbax's) that fail again as the process exits;
+    # their tracebacks would bury the one line above.
+    threading.excepthook = lambda args: None
+    sys.unraisablehook = lambda unraisable: None
+    return code
+
+
+def _describe(e: BaseException) -> tuple[str, int]:
+    """(one line, exit code) for an exception that reached the command line."""
+    import errno
+
+    from rlx.errors import Interrupted, RunError
+
+    text = str(e).strip() or e.__class__.__name__
+    if isinstance(e, CLIError):
+        return text, 2
+    if isinstance(e, Interrupted):
+        d = _RUN["dir"]
+        return (f"interrupted at update {e.updates}; resume with `rlx train --resume {d}`" if d else text), 130
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC or "No space left on device" in text:
+        where = f" writing {e.filename}" if getattr(e, "filename", None) else ""
+        return f"disk full{where}: free some space{_resume_hint('nothing before the last checkpoint is lost')}", 1
+    if isinstance(e, (RunError, ValueError, TypeError, OSError)):
+        return text.splitlines()[0], 1
+    if "RESOURCE_EXHAUSTED" in text or isinstance(e, MemoryError):
+        return ("out of memory: lower num_envs, the buffer or batch sizes, or the number of members "
+                f"(--seeds, --map-batch-size){_resume_hint('the last checkpoint is kept')}"), 1  # fmt: skip
+    first = text.splitlines()[0][:300]
+    return f"{e.__class__.__name__}: {first} (unexpected: rerun with --debug for the traceback)", 1
+
+
+def _main(argv: list[str]) -> int:
+    _set_platform_flags()
+    pre = _Parser(add_help=False)
     pre.add_argument("--compile-cache", nargs="?", const="")
     known, _ = pre.parse_known_args(argv)
-    _set_platform_flags(known.devices)
     if known.compile_cache is not None:  # before anything compiles
         import rlx
 
@@ -194,14 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("train", "sweep"):
         algo = next((a for a in argv[1:2] if not a.startswith("-")), None)
         if "--resume" in argv:
-            import json
+            from rlx.runfiles import read_json
 
             rdir = argv[argv.index("--resume") + 1] if argv.index("--resume") + 1 < len(argv) else ""
             path = os.path.join(rdir, "config.json")
             if not os.path.exists(path):
-                raise SystemExit(f"error: --resume {rdir!r}: no config.json there, so it holds no rlx run.")
-            with open(path) as f:
-                resume_spec = json.load(f)
+                raise CLIError(f"--resume {rdir!r}: no config.json there, so it holds no rlx run.")
+            resume_spec = read_json(path, "config.json")
+            if not isinstance(resume_spec, dict) or "algo" not in resume_spec:
+                raise CLIError(f"{path} is corrupt (no 'algo' entry); it cannot be resumed.")
             algo = algo or resume_spec["algo"]
         several = bool(algo and "," in algo and argv[0] == "sweep")
         if algo and not several:
@@ -215,15 +317,81 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reproduce":
         return _reproduce(args)
     if resume_spec is not None:
+        _check_resume_flags(argv, config_cls, resume_spec, args.resume)
         args.algo = resume_spec["algo"]
     if not args.algo:
-        raise SystemExit(f"error: name an algorithm: {', '.join(ALGORITHMS)}")
+        raise CLIError(f"name an algorithm: {', '.join(ALGORITHMS)}")
     if args.command == "sweep" and resume_spec is None:
         groups = _static_groups(args, argv)
         if groups is not None:  # several programs: one process per group, this one only launches
             return _run_groups(args, groups)
     _initialize_distributed(argv)
     return _train(args, resume_spec)
+
+
+# Flags that may differ on --resume: they change where and how a run is shown, not its results.
+RESUME_FREE = {"command", "resume", "devices", "no_progress", "compile_cache", "debug", "coordinator",
+               "num_processes", "process_id", "init_timeout"}  # fmt: skip
+
+
+def _given_flags(argv: list[str], config_cls: Any) -> dict[str, Any]:
+    """The options written on the command line (not defaults), as {dest: value}."""
+    unset = object()
+    p = _parser(config_cls)
+    for sub in p.commands.values():
+        sub.set_defaults(**{a.dest: unset for a in sub._actions if a.dest != "help"})
+    args = p.parse_args(argv)
+    return {k: v for k, v in vars(args).items() if v is not unset}
+
+
+def _check_resume_flags(argv: list[str], config_cls: Any, spec: dict, rdir: str) -> None:
+    """Refuse `--resume DIR` with flags that would change the stored run, naming them."""
+    from rlx import config as config_lib
+
+    given = _given_flags(argv, config_cls)
+    changed = []
+    stored_cfg = config_lib.from_dict(config_cls, spec["config"])
+    if given.get("algo") not in (None, spec["algo"]):
+        changed.append(f"algorithm {given['algo']} (stored: {spec['algo']})")
+    if "out" in given:
+        changed.append("--out (a resumed run stays in its directory)")
+    simple = {"env": "env", "seeds": "seeds", "chunks": "chunks", "population_mode": "population_mode",
+              "map_batch_size": "map_batch_size", "eval_episodes": "eval_episodes", "eval_every": "eval_every",
+              "preset": "preset", "grid": "grid"}  # fmt: skip
+    for dest, key in simple.items():
+        if dest not in given:
+            continue
+        new = given[dest]
+        if dest == "seeds":
+            new = list(range(new))
+        elif dest == "grid":
+            new = {k: v for k, v in _grid_items(new).items()}
+            old = {k: [str(x) for x in v] for k, v in spec.get("grid", {}).items()}
+            new = {k: [str(config_lib.apply_overrides(stored_cfg, {k: x}).__getattribute__(k)) for x in v]
+                   for k, v in new.items()}  # fmt: skip
+            if new != old:
+                changed.append("--grid")
+            continue
+        if key not in spec and dest in ("preset", "eval_episodes", "eval_every"):
+            continue  # a run stored before these were recorded
+        if new != spec.get(key):
+            changed.append(f"--{dest.replace('_', '-')} {given[dest]} (stored: {spec.get(key)})")
+    if "env_kwargs" in given and _env_kwargs(_kv(given["env_kwargs"], "--env-kwargs")) != spec.get("env_kwargs", {}):
+        changed.append(f"--env-kwargs (stored: {spec.get('env_kwargs')})")
+    overrides = {k[5:]: v for k, v in given.items() if k.startswith("cfg__")}
+    overrides.update(_kv(given.get("set", []), "--set"))
+    if overrides:
+        new_cfg = config_lib.apply_overrides(stored_cfg, overrides)
+        for key in overrides:
+            key = key.replace("-", "_")
+            if getattr(new_cfg, key) != getattr(stored_cfg, key):
+                changed.append(f"{key}={getattr(new_cfg, key)} (stored: {getattr(stored_cfg, key)})")
+    unknown = set(given) - RESUME_FREE - set(simple) - {"algo", "out", "env_kwargs", "set"} - {
+        k for k in given if k.startswith("cfg__")}
+    changed += [f"--{k.replace('_', '-')}" for k in sorted(unknown)]
+    if changed:
+        raise CLIError(f"--resume {rdir}: these flags change the stored run: {'; '.join(changed)}. "
+                       "Resume without them, or start a new run with another --out.")  # fmt: skip
 
 
 def _list() -> int:
@@ -242,7 +410,7 @@ def _config(args: argparse.Namespace, algo: str) -> Any:
 
     module, config_cls, presets = _algorithm(algo)
     if args.preset not in presets:
-        raise SystemExit(f"error: --preset {args.preset!r} is invalid for {algo}: accepted values are {', '.join(presets)}.")
+        raise CLIError(f"--preset {args.preset!r} is invalid for {algo}: accepted values are {', '.join(presets)}.")
     factory = presets[args.preset]
     cfg = getattr(module, factory)() if factory else config_cls()
     field_values = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None}
@@ -256,7 +424,7 @@ def _grid_items(items: list[str]) -> dict[str, list[str]]:
         key, values = _kv([item], "--grid").popitem()
         raw = [v.strip() for v in values.split(";" if ";" in values else ",")]
         if not all(raw):
-            raise SystemExit(f"error: --grid {item!r} has an empty value; write KEY=V1,V2 (or V1;V2).")
+            raise CLIError(f"--grid {item!r} has an empty value; write KEY=V1,V2 (or V1;V2).")
         grid[key.replace("-", "_")] = raw
     return grid
 
@@ -282,7 +450,7 @@ def _static_groups(args: argparse.Namespace, argv: list[str]) -> list[dict] | No
     for a in algos:
         _algorithm(a)  # unknown names fail here, with close matches
     if len(set(algos)) != len(algos):
-        raise SystemExit(f"error: algorithm list {args.algo!r} names an algorithm twice.")
+        raise CLIError(f"algorithm list {args.algo!r} names an algorithm twice.")
     grid = _grid_items(args.grid)
     static_keys = set()
     for a in algos:
@@ -296,7 +464,7 @@ def _static_groups(args: argparse.Namespace, argv: list[str]) -> list[dict] | No
     if len(algos) == 1 and not static_keys:
         return None
     if not args.env:
-        raise SystemExit("error: --env is required, e.g. --env gymnax/CartPole-v1 (see `rlx list`)")
+        raise CLIError("--env is required, e.g. --env gymnax/CartPole-v1 (see `rlx list`)")
     envs.check_name(args.env)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.out or os.path.join("runs", f"sweep-{'-'.join(algos)}-{args.env.replace('/', '-')}-{stamp}")
@@ -378,7 +546,7 @@ def _launch_local(commands: list[list[str]], out: str, kwargs: dict) -> list[int
     import subprocess
 
     if kwargs:
-        raise SystemExit(f"error: the local launcher takes no --launcher-kwargs (got {', '.join(kwargs)}).")
+        raise CLIError(f"the local launcher takes no --launcher-kwargs (got {', '.join(kwargs)}).")
     return [subprocess.run(cmd).returncode for cmd in commands]
 
 
@@ -387,7 +555,7 @@ def _launch_slurm(commands: list[list[str]], out: str, kwargs: dict) -> list[int
     try:
         import submitit
     except ImportError:
-        raise SystemExit("error: --launcher slurm needs submitit: pip install submitit") from None
+        raise CLIError("--launcher slurm needs submitit: pip install submitit") from None
     executor = submitit.AutoExecutor(folder=os.path.join(out, "submitit"))
     executor.update_parameters(**kwargs)
     jobs = [executor.submit(submitit.helpers.CommandFunction(cmd, cwd=os.getcwd())) for cmd in commands]
@@ -408,7 +576,7 @@ def _launch_ray(commands: list[list[str]], out: str, kwargs: dict) -> list[int]:
     try:
         import ray
     except ImportError:
-        raise SystemExit("error: --launcher ray needs ray: pip install 'ray[default]'") from None
+        raise CLIError("--launcher ray needs ray: pip install 'ray[default]'") from None
     import subprocess
 
     ray.init(ignore_reinit_error=True)
@@ -457,7 +625,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         print(f"wrote the gallery of {len(found)} experiments to {path}")
         return 0
     if not args.name:
-        raise SystemExit("error: name an experiment (see `rlx reproduce --list`), or pass --list or --gallery")
+        raise CLIError("name an experiment (see `rlx reproduce --list`), or pass --list or --gallery")
     try:
         exp = ex.find(args.name, found)
         if args.scale not in exp.scales:
@@ -466,7 +634,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         print(f"rlx: reproducing {exp.name} ({exp.path}) at scale {args.scale} -> {out}")
         record = ex.run_experiment(exp, args.scale, out)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise CLIError(str(e)) from None
     import json
 
     print(json.dumps(record["result"], indent=2, default=str))
@@ -487,66 +655,72 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         out_dir = args.resume
         chunks, population_mode = spec["chunks"], spec["population_mode"]
         map_batch_size = spec.get("map_batch_size")
-        devices = spec["devices"]
+        preset = spec.get("preset", "default")
+        eval_episodes, eval_every = spec.get("eval_episodes", args.eval_episodes), spec.get("eval_every", args.eval_every)
     else:
         if not args.env:
-            raise SystemExit("error: --env is required, e.g. --env gymnax/CartPole-v1 (see `rlx list`)")
+            raise CLIError("--env is required, e.g. --env gymnax/CartPole-v1 (see `rlx list`)")
         env_name, env_kwargs = args.env, _env_kwargs(_kv(args.env_kwargs, "--env-kwargs"))
         envs.check_name(env_name)
         cfg = _config(args, args.algo)
-        if args.seeds < 1:
-            raise SystemExit(f"error: --seeds = {args.seeds} is invalid: it must be >= 1.")
         seeds = list(range(args.seeds))
         grid = {}
         for key, values in _grid_items(getattr(args, "grid", []) or []).items():
-            default = getattr(cfg, key, None)
-            grid[key] = [config_lib._parse_value(v, default) if default is not None else v for v in values]
+            # Parsed and checked as the field would be: the error names the field.
+            grid[key] = [getattr(config_lib.apply_overrides(cfg, {key: v}), key) for v in values]
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = args.out or os.path.join("runs", f"{args.algo}-{env_name.replace('/', '-')}-{stamp}")
-        chunks, population_mode, devices = args.chunks, args.population_mode, args.devices
+        chunks, population_mode, preset = args.chunks, args.population_mode, args.preset
         map_batch_size = args.map_batch_size
-        if chunks < 1:
-            raise SystemExit(f"error: --chunks = {chunks} is invalid: it must be >= 1.")
+        eval_episodes, eval_every = args.eval_episodes, args.eval_every
+    if eval_every and not eval_episodes:
+        raise CLIError("--eval-every needs --eval-episodes >= 1.")
 
     from rlx import population as pop_lib
     from rlx.distributed import is_main
-    from rlx.logging import versions, write_json
     from rlx.train import Runner
 
     env, env_params = envs.make(env_name, **env_kwargs)
     pop = pop_lib.make_population(cfg, seeds, grid)
     size = len(pop.members)
+    devices = args.devices
+    given = any(a == "--devices" or a.startswith("--devices=") for a in _RUN.get("argv", []))
+    if spec is not None and not given and str(spec.get("devices", "auto")).isdigit():
+        import jax
+
+        stored = int(spec["devices"])  # the stored count, where this machine has it
+        devices = str(stored) if stored <= len(jax.devices()) else "auto"
     n_dev = pop_lib.default_devices(size) if devices == "auto" else int(devices)
     pop_lib.check_devices(size, n_dev)
     agent = module.make_agent(env, cfg)
     num_updates = agent.num_updates(cfg)
     chunk_updates = max(1, -(-num_updates // chunks))
-    main_process = is_main()  # only process 0 writes files when the run spans processes
-    if spec is None and main_process:
-        os.makedirs(out_dir, exist_ok=True)
-        write_json(
-            os.path.join(out_dir, "config.json"),
-            dict(algo=args.algo, env=env_name, env_kwargs=env_kwargs, seeds=seeds, grid=grid, chunks=chunks,
-                 population_mode=population_mode, map_batch_size=map_batch_size, devices=devices,
-                 config=config_lib.to_dict(cfg)),
-        )  # fmt: skip
-    if main_process:
-        write_json(os.path.join(out_dir, "versions.json"), versions())
-        print(f"rlx: {args.algo} on {env_name}: {size} members x {num_updates} updates on {n_dev} device(s) -> {out_dir}")
+    run_spec = dict(algo=args.algo, env=env_name, env_kwargs=env_kwargs, seeds=seeds, grid=grid, chunks=chunks,
+                    population_mode=population_mode, map_batch_size=map_batch_size, devices=devices,
+                    preset=preset, eval_episodes=eval_episodes, eval_every=eval_every,
+                    config=config_lib.to_dict(cfg))  # fmt: skip
     runner = Runner(
         agent, pop, env_params, out_dir, chunk_updates=chunk_updates, devices=n_dev,
         progress=not args.no_progress, population_mode=population_mode, description=f"{args.algo} {env_name}",
-        eval_env=env, eval_episodes=max(1, args.eval_episodes), eval_every=args.eval_every,
-        map_batch_size=map_batch_size,
+        eval_env=env, eval_episodes=max(1, eval_episodes), eval_every=eval_every,
+        map_batch_size=map_batch_size, run_spec=run_spec,
     )  # fmt: skip
+    if is_main():
+        print(f"rlx: {args.algo} on {env_name}: {size} members x {num_updates} updates on {n_dev} device(s) -> {out_dir}")
+    _RUN["dir"] = out_dir
     result = runner.run(resume=spec is not None)
-    summary = _finish(args, agent, env, env_params, pop, result, out_dir, env_name, runner.mesh)
+    from rlx import faults
+
+    faults.point("run.finished")
+    summary = _finish(args, agent, env, env_params, pop, result, out_dir, env_name, runner.mesh, eval_episodes)
     if summary is not None:
+        from rlx.logging import write_json
+
         write_json(os.path.join(out_dir, "summary.json"), summary)
     return 0
 
 
-def _finish(args, agent, env, env_params, pop, result, out_dir, env_name, mesh) -> dict | None:
+def _finish(args, agent, env, env_params, pop, result, out_dir, env_name, mesh, eval_episodes) -> dict | None:
     """Final evaluation, the learning-curve plot, and a printed summary (None on
     processes other than 0, which write nothing)."""
     import jax
@@ -559,14 +733,16 @@ def _finish(args, agent, env, env_params, pop, result, out_dir, env_name, mesh) 
     from rlx.plotting import learning_curve
 
     summary: dict[str, Any] = {"timings": result.timings, "members": pop.members}
-    if args.eval_episodes > 0:
+    if eval_episodes > 0:
+        from rlx.train import EVAL_KEY_SEED
+
         params = agent.policy_params(result.state)
-        eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, 10_007))(pop.keys)
+        eval_keys = jax.vmap(lambda k: jax.random.fold_in(k, EVAL_KEY_SEED))(pop.keys)
 
         @jax.jit
         def eval_all(params, cfg, keys):
             def one(p, c, k):
-                return evaluate(agent, p, c, env, env_params, k, args.eval_episodes)["return"].mean(0)
+                return evaluate(agent, p, c, env, env_params, k, eval_episodes)["return"].mean(0)
 
             return jax.vmap(one)(params, cfg, keys)
 

@@ -2,74 +2,123 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import platform
 import subprocess
+import time
 from importlib import metadata
 from typing import Any, Sequence
 
 import numpy as np
 
+from rlx import faults
+from rlx.errors import RunFileError
+from rlx.runfiles import atomic_open
+
 FIRST_COLUMNS = ("member", "seed", "update", "env_steps", "episode_return")
 
 
 class MetricsCSV:
-    """Appends one row per (member, update) to `metrics.csv`.
+    """One row per (member, update) in `metrics.csv`, safe against kills and full disks.
 
-    Columns are fixed by the first append (or by the header of an existing file,
-    when a run is resumed): the fixed first columns, the member's swept fields, then
-    the metric names in sorted order.
+    Columns are fixed by the first append (or by the header of an existing file, when a
+    run is resumed): the fixed first columns, the member's swept fields, then the metric
+    names in sorted order. Rows are appended a chunk at a time and fsynced before the
+    chunk's checkpoint is saved; a row torn by a kill or a full disk has no final newline,
+    and `repair` drops it (with every row past the checkpoint) through an atomic rewrite.
     """
 
     def __init__(self, path: str, member_keys: Sequence[str]):
         self.path = path
         self.member_keys = [k for k in member_keys if k not in FIRST_COLUMNS]
         self.columns: list[str] | None = None
-        if os.path.exists(path):
-            with open(path, newline="") as f:
-                header = next(csv.reader(f), None)
-            self.columns = header or None
 
-    def truncate(self, num_updates: int) -> None:
-        """Keep only rows with `update < num_updates` (used when resuming)."""
+    def repair(self, num_updates: int, num_members: int) -> None:
+        """Keep exactly the rows with `update < num_updates` (the restored checkpoint's
+        count), checking that every member has each of them; drop a torn last row."""
         if not os.path.exists(self.path):
+            if num_updates:
+                raise RunFileError(f"{self.path} is missing but the checkpoint is at update {num_updates}: "
+                                   "the run's history is lost; start a new run.")  # fmt: skip
             return
         with open(self.path, newline="") as f:
-            rows = list(csv.reader(f))
-        if not rows:
-            return
-        header, body = rows[0], rows[1:]
+            text = f.read()
+        complete = text[: text.rfind("\n") + 1]  # a last line without its newline is torn
+        lines = complete.splitlines()
+        if not lines or lines[0].split(",")[: len(FIRST_COLUMNS)] != list(FIRST_COLUMNS):
+            if num_updates == 0:  # nothing of value yet: start the file again
+                os.unlink(self.path)
+                return
+            raise RunFileError(f"{self.path} has no valid header (it starts {text[:40]!r}): "
+                               "restore it from a copy, or start a new run.")  # fmt: skip
+        header = lines[0].split(",")
+        if header[len(FIRST_COLUMNS) : len(FIRST_COLUMNS) + len(self.member_keys)] != self.member_keys:
+            raise RunFileError(f"{self.path} holds columns {header[len(FIRST_COLUMNS):][:len(self.member_keys)]} "
+                               f"where this run has {self.member_keys}: it belongs to another run.")  # fmt: skip
         col = header.index("update")
-        keep = [r for r in body if int(r[col]) < num_updates]
-        with open(self.path, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(keep)
+        keep, seen = [lines[0]], set()
+        for number, row in enumerate(csv.reader(lines[1:]), 2):
+            try:
+                update, member = int(row[col]), int(row[0])
+            except (ValueError, IndexError):
+                raise RunFileError(f"{self.path} line {number} is corrupt ({','.join(row)[:60]!r}); "
+                                   "restore the file from a copy, or start a new run.") from None  # fmt: skip
+            if len(row) != len(header):
+                raise RunFileError(f"{self.path} line {number} has {len(row)} fields, not {len(header)}; "
+                                   "restore the file from a copy, or start a new run.")  # fmt: skip
+            if update < num_updates:
+                keep.append(lines[number - 1])
+                seen.add((member, update))
+        if len(seen) != num_updates * num_members:
+            raise RunFileError(f"{self.path} has {len(seen)} of the {num_updates * num_members} rows up to update "
+                               f"{num_updates} that the checkpoint needs; restore it from a copy, or start a new run.")  # fmt: skip
+        self.columns = header
+        if len(keep) != len(lines) or len(complete) != len(text):
+            body = "\r\n".join(keep) + "\r\n"
+            with atomic_open(self.path, "w", newline="") as f:
+                f.write(body)
+                faults.point("csv.truncate.written")
 
     def append(self, metrics: dict[str, np.ndarray], members: list[dict], first_update: int) -> None:
         """`metrics[name]`: `[P, K]` for K updates starting at `first_update`."""
+        rest = sorted(k for k in metrics if k not in FIRST_COLUMNS)
+        expected = list(FIRST_COLUMNS) + self.member_keys + rest
         if self.columns is None:
-            rest = sorted(k for k in metrics if k not in FIRST_COLUMNS)
-            self.columns = list(FIRST_COLUMNS) + self.member_keys + rest
-        new = not os.path.exists(self.path)
+            self.columns = expected
+        elif self.columns != expected:
+            raise RunFileError(f"{self.path} has columns {self.columns} but this run writes {expected}: "
+                               "it belongs to another run or version; start a new run.")  # fmt: skip
         num_members, k = next(iter(metrics.values())).shape[:2]
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        for i in range(num_members):
+            for j in range(k):
+                row = []
+                for col in self.columns:
+                    if col == "update":
+                        row.append(first_update + j)
+                    elif col in metrics:
+                        row.append(_fmt(metrics[col][i, j]))
+                    else:
+                        row.append(members[i].get(col, ""))
+                w.writerow(row)
+        if not os.path.exists(self.path):  # the header is never torn
+            with atomic_open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.columns)
+        data = buf.getvalue()
         with open(self.path, "a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(self.columns)
-            for i in range(num_members):
-                for j in range(k):
-                    row = []
-                    for col in self.columns:
-                        if col == "update":
-                            row.append(first_update + j)
-                        elif col in metrics:
-                            row.append(_fmt(metrics[col][i, j]))
-                        else:
-                            row.append(members[i].get(col, ""))
-                    w.writerow(row)
+            half = len(data) // 2
+            f.write(data[:half])
+            f.flush()
+            faults.point("csv.append.torn")
+            f.write(data[half:])
+            f.flush()
+            os.fsync(f.fileno())
+        faults.point("csv.appended")
 
 
 def _fmt(x: Any) -> Any:
@@ -97,9 +146,23 @@ def read_metrics(path: str) -> dict[str, np.ndarray]:
 
 
 def write_json(path: str, data: Any) -> None:
-    with open(path, "w") as f:
+    """Write `data` as JSON, atomically (`rlx.runfiles.atomic_open`)."""
+    with atomic_open(path) as f:
         json.dump(data, f, indent=2, default=_json_default)
         f.write("\n")
+
+
+def append_versions(path: str, first_update: int) -> None:
+    """Add this segment of a run (first update, time, `versions()`) to `versions.json`;
+    a resumed run keeps the record of every earlier segment."""
+    segments = []
+    if os.path.exists(path):
+        with contextlib.suppress(OSError, ValueError):
+            with open(path) as f:
+                old = json.load(f)
+            segments = old.get("segments", [old]) if isinstance(old, dict) else []
+    segment = {"first_update": int(first_update), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **versions()}
+    write_json(path, {"segments": segments + [segment]})
 
 
 def _json_default(x: Any) -> Any:

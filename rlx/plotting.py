@@ -73,5 +73,7 @@ def learning_curve(
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    from rlx.runfiles import atomic_save
+
+    atomic_save(path, fig.savefig)
     plt.close(fig)

@@ -45,10 +45,16 @@ def run_updates(agent: Agent, state: Any, cfg: Any, env_params: Any, n: int):
 # ---------------------------------------------------------------------------------
 
 import os  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
 import numpy as np  # noqa: E402
+
+from rlx.errors import NonFiniteLossError  # noqa: E402,F401  (part of this module's API)
+
+# Seed of the evaluation keys between chunks: fixed, and apart from any training seed's stream.
+EVAL_KEY_SEED = 10_007
 
 
 POPULATION_MODES = ("auto", "vmap", "map")
@@ -90,10 +96,6 @@ def over_population(fn: Callable, mesh: Any, mode: str = "vmap", batch_size: int
     )
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; the last good checkpoint is left intact."""
-
-
 @dataclass
 class RunResult:
     state: Any  # population state, leaves [P, ...]
@@ -106,13 +108,52 @@ def loss_names(metrics: dict[str, Any]) -> list[str]:
     return [k for k in metrics if "loss" in k]
 
 
+def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"Runner {name} = {value!r} is invalid: it must be an integer >= {minimum}.")
+    return int(value)
+
+
+def _jsonable(x: Any) -> Any:
+    """`x` as it reads back from JSON, so stored and new specs compare equal."""
+    import json
+
+    from rlx.logging import _json_default
+
+    return json.loads(json.dumps(x, default=_json_default))
+
+
+# Entries of a run spec that may change on resume: placement, not results ("map" members
+# are bitwise equal on any device count).
+RESUME_FREE = ("devices",)
+
+
+def spec_differences(stored: dict, new: dict, prefix: str = "") -> list[str]:
+    """Names of the entries (nested with '.') whose values differ between two specs."""
+    out = []
+    for key in sorted(set(stored) | set(new)):
+        a, b = stored.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += spec_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
 class Runner:
     """Runs a population in jitted chunks of updates; does all host I/O between chunks.
 
-    Between chunks it appends to `metrics.csv`, saves an orbax checkpoint of the full
-    state, shows progress and stops on a non-finite loss. Results are bitwise equal to
-    `jit(vmap(train))` on CPU for the same keys. A run killed at any point loses at
-    most the chunk in flight; `run(resume=True)` continues from the last checkpoint.
+    Between chunks it appends to `metrics.csv`, saves a verified orbax checkpoint of the
+    full state, shows progress and stops on a non-finite loss. Results are bitwise equal
+    to `jit(vmap(train))` on CPU for the same keys. A run killed at any point loses at
+    most the chunk in flight; `run(resume=True)` continues from the newest checkpoint that
+    verifies. Before anything in the run directory changes, the Runner takes its lock,
+    refuses to overwrite another run, checks that a resumed run has the stored config
+    (`config.json`) and that the state fits in memory. Ctrl-C stops at the next chunk
+    boundary with everything saved (`rlx.errors.Interrupted`).
+
+    `run_spec` holds what the caller wants stored in `config.json` and checked on resume
+    (the CLI stores the algorithm, env and flags); the Runner adds its own part.
     """
 
     def __init__(
@@ -134,6 +175,7 @@ class Runner:
         eval_episodes: int = 16,
         eval_every: int = 0,
         map_batch_size: int | None = None,
+        run_spec: dict | None = None,
     ):
         from rlx import population as pop_lib
 
@@ -142,40 +184,44 @@ class Runner:
         self.env_params = env_params
         self.out_dir = out_dir
         size = len(population.members)
-        template = jax.tree.map(lambda x: x[0], population.cfg)
-        self.num_updates = agent.num_updates(template) if num_updates is None else int(num_updates)
-        self.chunk_updates = chunk_updates or max(1, -(-self.num_updates // 20))
-        if self.chunk_updates < 1:
-            raise ValueError(f"chunk_updates = {self.chunk_updates} is invalid: it must be >= 1.")
-        self.devices = pop_lib.default_devices(size) if devices is None else int(devices)
+        self.template = jax.tree.map(lambda x: x[0], population.cfg)
+        self.num_updates = (
+            agent.num_updates(self.template) if num_updates is None else _positive_int("num_updates", num_updates, 0)
+        )
+        if chunk_updates is None:
+            chunk_updates = max(1, -(-self.num_updates // 20))
+        self.chunk_updates = _positive_int("chunk_updates", chunk_updates)
+        self.devices = pop_lib.default_devices(size) if devices is None else _positive_int("devices", devices)
         pop_lib.check_devices(size, self.devices)
         self.mesh = pop_lib.make_mesh(self.devices)
         self.sharding = pop_lib.pop_sharding(self.mesh)
         self.progress = progress
-        self.checkpoint_every = checkpoint_every
+        self.checkpoint_every = _positive_int("checkpoint_every", checkpoint_every)
         self.description = description
         if population_mode not in POPULATION_MODES:
             raise ValueError(
                 f"population_mode = {population_mode!r} is invalid: accepted values are {', '.join(POPULATION_MODES)}."
             )
-        if map_batch_size is not None and (map_batch_size < 1 or population_mode == "vmap"):
+        if map_batch_size is not None and (_positive_int("map_batch_size", map_batch_size) < 1 or population_mode == "vmap"):
             raise ValueError(f"map_batch_size = {map_batch_size} is invalid: it must be >= 1, with population_mode map or auto.")
         self.map_batch_size = map_batch_size
         self.population_mode = "map" if map_batch_size else resolve_population_mode(population_mode)
         self.on_chunk = on_chunk  # called as on_chunk(updates_done, metrics) after each saved chunk
+        self.eval_every = _positive_int("eval_every", eval_every, 0)
+        self.eval_episodes = _positive_int("eval_episodes", eval_episodes)
         if eval_every and eval_env is None:
-            raise ValueError("eval_every needs eval_env: the (unwrapped) env to evaluate the policy on.")
-        if eval_every < 0 or eval_episodes < 1:
-            raise ValueError(f"eval_every = {eval_every} must be >= 0 and eval_episodes = {eval_episodes} >= 1.")
-        self.eval_env, self.eval_episodes, self.eval_every = eval_env, eval_episodes, eval_every
+            raise ValueError("Runner eval_every needs eval_env: the (unwrapped) env to evaluate the policy on.")
+        self.eval_env = eval_env
+        self.run_spec = dict(run_spec or {})
         self._compiled: dict[int, Any] = {}
+        self._stop_requested = False
 
     # -- compiled pieces -------------------------------------------------------------
+    def _init_over_population(self):
+        return over_population(self.agent.init, self.mesh, self.population_mode, self.map_batch_size)
+
     def _init_fn(self):
-        return jax.jit(
-            over_population(self.agent.init, self.mesh, self.population_mode, self.map_batch_size),
-            out_shardings=self.sharding,
-        )
+        return jax.jit(self._init_over_population(), out_shardings=self.sharding)
 
     def _chunk_fn(self, k: int):
         """k updates for every member, jitted, donating the incoming state."""
@@ -212,48 +258,139 @@ class Runner:
         size = len(self.pop.members)
         col = np.full((size, k) + self._eval_shape, np.nan, np.float32)
         if chunk_index % self.eval_every == 0 or done + k == self.num_updates:
-            key = jax.random.fold_in(jax.random.key(10_007), done + k)
+            key = jax.random.fold_in(jax.random.key(EVAL_KEY_SEED), done + k)
             from rlx.distributed import to_host
 
             col[:, -1] = to_host(self._evaluate(state, cfg, self.env_params, key))
         return col
 
+    # -- run files -----------------------------------------------------------------------
+    def spec(self) -> dict:
+        """What `config.json` holds: the caller's `run_spec` and the Runner's own part."""
+        from rlx import config as config_lib
+
+        runner = dict(
+            population_config=config_lib.to_dict(self.pop.cfg), members=self.pop.members,
+            num_updates=self.num_updates, chunk_updates=self.chunk_updates, population_mode=self.population_mode,
+            map_batch_size=self.map_batch_size, eval_every=self.eval_every,
+            eval_episodes=self.eval_episodes if self.eval_every else None,
+        )  # fmt: skip
+        return _jsonable({**self.run_spec, "runner": runner})
+
+    def _prepare(self, resume: bool):
+        """Every check before the run directory changes or anything compiles. Returns the
+        held lock (or None without an out_dir or off process 0)."""
+        from rlx.distributed import is_main
+        from rlx.errors import ResumeMismatchError, RunFileError
+        from rlx.runfiles import RunLock, read_json
+
+        lock = None
+        if self.out_dir and is_main():
+            os.makedirs(self.out_dir, exist_ok=True)
+            lock = RunLock(self.out_dir).acquire()
+        try:
+            if self.out_dir:
+                config_path = os.path.join(self.out_dir, "config.json")
+                ckpt_dir = os.path.join(self.out_dir, "checkpoints")
+                held = [n for n in ("metrics.csv", "config.json") if os.path.exists(os.path.join(self.out_dir, n))]
+                if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+                    held.append("checkpoints/")
+                if not resume and held:
+                    raise FileExistsError(
+                        f"{self.out_dir} already holds a run ({', '.join(held)}); resume it (--resume) "
+                        "or choose a new output directory."
+                    )
+                if resume:
+                    if not os.path.exists(config_path) and not held:
+                        resume = False  # nothing was written yet: a resume is a fresh start
+                    else:
+                        stored = read_json(config_path, "config.json")
+                        if not isinstance(stored, dict):
+                            raise RunFileError(f"{config_path} is corrupt (not a JSON object); start a new run.")
+                        new = self.spec()
+                        for spec in (stored, new):
+                            for key in RESUME_FREE:
+                                spec.pop(key, None)
+                        if "runner" in stored:
+                            diff = spec_differences(stored, new)
+                        else:  # written before the Runner stored its part: compare what is there
+                            diff = spec_differences(stored, {k: new.get(k) for k in stored})
+                        if diff:
+                            shown = ", ".join(d.replace("runner.population_config.", "config.") for d in diff[:8])
+                            raise ResumeMismatchError(
+                                f"{self.out_dir} was started with a different {shown}{' ...' * (len(diff) > 8)}; "
+                                "resume it as it was started, or start a new run in another directory."
+                            )
+            self._check_memory()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        return lock, resume
+
+    def _check_memory(self) -> None:
+        from rlx import memory
+
+        abstract = jax.eval_shape(self._init_over_population(), self.pop.keys, self.pop.cfg, self.env_params)
+        self._state_bytes = memory.check_state_fits(
+            abstract, self.template, len(self.pop.members), list(self.mesh.devices.flat)
+        )
+
     # -- the loop ----------------------------------------------------------------------
     def run(self, resume: bool = False) -> RunResult:
+        from rlx import faults
         from rlx import population as pop_lib
-        from rlx.checkpoint import Checkpointer
-        from rlx.distributed import is_main, to_host
-        from rlx.logging import MetricsCSV
+        from rlx.checkpoint import Checkpointer, update_count_check
+        from rlx.distributed import is_main
+        from rlx.logging import MetricsCSV, append_versions, write_json
+        from rlx.runfiles import remove_stale_temp_files
 
+        lock, resume = self._prepare(resume)
+        faults.point("runner.locked")
         done = 0
-        ckpt = csv = latest = None
-        if self.out_dir:
-            # Refuse to overwrite a run before compiling anything.
-            os.makedirs(self.out_dir, exist_ok=True)
-            ckpt = Checkpointer(os.path.join(self.out_dir, "checkpoints"))
-            csv_path = os.path.join(self.out_dir, "metrics.csv")
-            latest = ckpt.latest_step()
-            if not resume and (latest is not None or os.path.exists(csv_path)):
+        ckpt = csv = None
+        self.last_checkpoint: int | None = None
+        main = is_main()  # one writer when the run spans processes
+        try:
+            if self.out_dir and main:
+                remove_stale_temp_files(self.out_dir)
+                if not resume:
+                    write_json(os.path.join(self.out_dir, "config.json"), self.spec())
+            keys = pop_lib.shard(self.pop.keys, self.mesh)
+            cfg = pop_lib.shard(self.pop.cfg, self.mesh)
+            t0 = time.perf_counter()
+            state = self._init_fn()(keys, cfg, self.env_params)
+            if self.out_dir:
+                ckpt = Checkpointer(os.path.join(self.out_dir, "checkpoints"), writer=main)
+                if resume and ckpt.all_steps():
+                    state, meta, done, passed = ckpt.restore_newest(state, update_count_check)
+                    self.last_checkpoint = done
+                    for step, reason in passed:
+                        print(f"rlx: the checkpoint at update {step} is unusable ({reason}); "
+                              f"continuing from update {done}", file=sys.stderr)  # fmt: skip
+                    faults.point("resume.restored")
+                if main:
+                    member_keys = dict.fromkeys(k for m in self.pop.members for k in m)
+                    csv = MetricsCSV(os.path.join(self.out_dir, "metrics.csv"), list(member_keys))
+                    csv.repair(done, len(self.pop.members))
+                    append_versions(os.path.join(self.out_dir, "versions.json"), done)
+            timings = {"init_s": time.perf_counter() - t0, "compile_s": 0.0, "run_s": 0.0}
+            return self._loop(state, cfg, done, ckpt, csv, timings)
+        finally:
+            if ckpt is not None:
                 ckpt.close()
-                raise FileExistsError(
-                    f"{self.out_dir} already holds a run; resume it (--resume) or choose a new output directory."
-                )
-        keys = pop_lib.shard(self.pop.keys, self.mesh)
-        cfg = pop_lib.shard(self.pop.cfg, self.mesh)
-        t0 = time.perf_counter()
-        state = self._init_fn()(keys, cfg, self.env_params)
-        if self.out_dir:
-            if resume and latest is not None:
-                state, meta = ckpt.restore(state, latest)
-                done = int(meta["updates"])
-            if is_main():  # one writer when the run spans processes
-                member_keys = dict.fromkeys(k for m in self.pop.members for k in m)
-                csv = MetricsCSV(csv_path, list(member_keys))
-                csv.truncate(done)
-        timings = {"init_s": time.perf_counter() - t0, "compile_s": 0.0, "run_s": 0.0}
+            if lock is not None:
+                lock.release()
+
+    def _loop(self, state, cfg, done, ckpt, csv, timings) -> RunResult:
+        from rlx import faults, memory
+        from rlx.distributed import is_main, to_host
+        from rlx.errors import Interrupted
+
         chunks: list[dict[str, np.ndarray]] = []
         first_update = done
         bar = _Progress(self.progress and is_main(), self.num_updates, done, self.description)
+        restore_sigint = self._catch_sigint()
         try:
             while done < self.num_updates:
                 k = min(self.chunk_updates, self.num_updates - done)
@@ -261,39 +398,70 @@ class Runner:
                     t = time.perf_counter()
                     self._compiled[k] = self._chunk_fn(k).lower(state, cfg, self.env_params).compile()
                     timings["compile_s"] += time.perf_counter() - t
-                compiled = self._compiled[k]
+                    memory.check_program_fits(self._compiled[k], self._state_bytes, list(self.mesh.devices.flat))
                 t = time.perf_counter()
-                state, metrics = compiled(state, cfg, self.env_params)
+                state, metrics = self._compiled[k](state, cfg, self.env_params)
                 metrics = to_host(metrics)  # gathered from every process
                 timings["run_s"] += time.perf_counter() - t
+                faults.point("chunk.done")
                 self._check_finite(metrics, done)
+                # Counted from update 0, not from this call, so a resumed run evaluates and
+                # checkpoints after the same chunks as an uninterrupted one.
+                chunk_number = done // self.chunk_updates + 1
                 if self.eval_every:
-                    metrics["eval_return"] = self._maybe_evaluate(state, cfg, done, k, len(chunks) + 1)
+                    metrics["eval_return"] = self._maybe_evaluate(state, cfg, done, k, chunk_number)
                 if csv is not None:
                     csv.append(metrics, self.pop.members, done)
                 done += k
                 chunks.append(metrics)
-                if ckpt is not None and (len(chunks) % self.checkpoint_every == 0 or done == self.num_updates):
+                stopping = self._stop_requested and done < self.num_updates
+                if ckpt is not None and (chunk_number % self.checkpoint_every == 0 or done == self.num_updates or stopping):
                     ckpt.save(done, state, {"updates": done})
+                    self.last_checkpoint = done
                 bar.advance(k, metrics)
                 if self.on_chunk is not None:
                     self.on_chunk(done, metrics)
+                if stopping:
+                    where = f"; saved in {self.out_dir}, continue with run(resume=True)" if self.out_dir else ""
+                    raise Interrupted(f"interrupted at update {done} of {self.num_updates}{where}", done)
         finally:
+            restore_sigint()
             bar.close()
-            if ckpt is not None:
-                ckpt.close()
         merged = {name: np.concatenate([c[name] for c in chunks], 1) for name in (chunks[0] if chunks else {})}
         return RunResult(state, merged, first_update, timings)
+
+    def _catch_sigint(self) -> Callable[[], None]:
+        """The first Ctrl-C asks the loop to stop at the next chunk boundary; the second
+        stops at once (KeyboardInterrupt). Returns the function that puts the old handler back."""
+        import signal
+        import threading
+
+        self._stop_requested = False
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            self._stop_requested = True
+            print("\nrlx: stopping after this chunk, with everything saved (Ctrl-C again to stop now)", file=sys.stderr)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        signal.signal(signal.SIGINT, handler)
+        return lambda: signal.signal(signal.SIGINT, previous)
 
     def _check_finite(self, metrics: dict[str, np.ndarray], first_update: int) -> None:
         for name in loss_names(metrics):
             bad = ~np.isfinite(metrics[name])
             if bad.any():
                 member, j = np.argwhere(bad)[0]
+                if self.last_checkpoint is not None:
+                    kept = f"the checkpoint at update {self.last_checkpoint} is intact"
+                else:
+                    kept = "no checkpoint was written yet" if self.out_dir else "nothing was saved (no out_dir)"
                 raise NonFiniteLossError(
                     f"{name} is {metrics[name][member, j]} at update {first_update + int(j)} "
                     f"(member {int(member)}, seed {self.pop.members[int(member)].get('seed')}); "
-                    f"stopped, and the checkpoint at update {first_update} is intact."
+                    f"stopped, and {kept}. Lower lr or check the reward scale."
                 )
 
 
