@@ -34,7 +34,7 @@ bench: $(STAMP)
 lock:
 	rm -rf /tmp/rlx-lock && $(PY) -m venv /tmp/rlx-lock
 	/tmp/rlx-lock/bin/pip install --quiet "jax==0.9.2" "jaxlib==0.9.2" "flax==0.12.6" -e ".[test]"
-	{ head -2 requirements.lock; /tmp/rlx-lock/bin/pip freeze --exclude-editable | grep -v "^rlx"; } > requirements.lock.new
+	{ head -2 requirements.lock; /tmp/rlx-lock/bin/pip freeze --all --exclude-editable | grep -v "^rlx\|^pip=="; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 clean-env:

@@ -304,7 +304,10 @@ def _main(argv: list[str]) -> int:
             resume_spec = read_json(path, "config.json")
             if not isinstance(resume_spec, dict) or "algo" not in resume_spec:
                 raise CLIError(f"{path} is corrupt (no 'algo' entry); it cannot be resumed.")
-            algo = algo or resume_spec["algo"]
+            if algo not in (None, resume_spec["algo"]):
+                raise CLIError(f"--resume {rdir}: these flags change the stored run: algorithm {algo} "
+                               f"(stored: {resume_spec['algo']}). Resume without it, or start a new run.")  # fmt: skip
+            algo = resume_spec["algo"]
         several = bool(algo and "," in algo and argv[0] == "sweep")
         if algo and not several:
             _, config_cls, _ = _algorithm(algo)
@@ -339,9 +342,12 @@ def _given_flags(argv: list[str], config_cls: Any) -> dict[str, Any]:
     unset = object()
     p = _parser(config_cls)
     for sub in p.commands.values():
-        sub.set_defaults(**{a.dest: unset for a in sub._actions if a.dest != "help"})
+        for action in sub._actions:
+            if action.dest != "help":  # list-valued flags collect into their default: None there
+                many = isinstance(action, (argparse._AppendAction, argparse._ExtendAction))
+                sub.set_defaults(**{action.dest: None if many else unset})
     args = p.parse_args(argv)
-    return {k: v for k, v in vars(args).items() if v is not unset}
+    return {k: v for k, v in vars(args).items() if v is not unset and v is not None}
 
 
 def _check_resume_flags(argv: list[str], config_cls: Any, spec: dict, rdir: str) -> None:

@@ -174,6 +174,8 @@ def _problem(value: Any, default: Any, checks: dict, strict: bool) -> str | None
         return "a number" if want == "float" and not finite else _NOUN[want][0]
     if want == "float" and finite and not _in_bounds(value, {}, True):
         return _NOUN["float"][0]
+    if want == "int" and not _in_bounds(value, {"lt": 2**31, "gt": -(2**31)}, False):
+        return "an integer of magnitude below 2**31 (jax computes in int32)"
     if not _in_bounds(value, checks, False):
         return _bounds(checks)
     return None

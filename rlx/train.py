@@ -284,8 +284,9 @@ class Runner:
         from rlx.errors import ResumeMismatchError, RunFileError
         from rlx.runfiles import RunLock, read_json
 
-        lock = None
+        lock, created = None, False
         if self.out_dir and is_main():
+            created = not os.path.exists(self.out_dir)
             os.makedirs(self.out_dir, exist_ok=True)
             lock = RunLock(self.out_dir).acquire()
         try:
@@ -325,6 +326,12 @@ class Runner:
         except BaseException:
             if lock is not None:
                 lock.release()
+                if created:  # a refused run leaves no trace of itself
+                    import contextlib
+
+                    with contextlib.suppress(OSError):
+                        os.unlink(lock.path)
+                        os.rmdir(self.out_dir)
             raise
         return lock, resume
 

@@ -280,3 +280,32 @@ def test_a_population_that_cannot_be_split_is_refused_in_one_line(rlx, tmp_path)
     done = rlx(["train", "--resume", str(out), "--no-progress", "--devices", "2"], devices=2)
     err = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(err) == 1 and "population size 3 is not divisible by devices = 2" in err[0]
+
+
+# -- Ctrl-C -----------------------------------------------------------------------------------
+def test_ctrl_c_stops_at_the_chunk_boundary_with_everything_saved(rlx, reference, tmp_path):
+    import signal
+
+    out, release = tmp_path / "run", tmp_path / "release"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", TF_CPP_MIN_LOG_LEVEL="3",
+               RLX_FAULT="chunk.done@3:wait", RLX_FAULT_FILE=str(release))  # fmt: skip
+    live = subprocess.Popen([sys.executable, "-c", CODE, *train_args(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while not os.path.exists(str(release) + ".waiting"):
+            assert live.poll() is None and time.time() < deadline, live.communicate()
+            time.sleep(0.1)
+        live.send_signal(signal.SIGINT)  # during chunk 3: it finishes, is saved, and the run stops
+        time.sleep(0.5)
+        release.touch()
+        _, err = live.communicate(timeout=240)
+    finally:
+        if live.poll() is None:
+            live.kill()
+    assert live.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last == f"error: interrupted at update 6; resume with `rlx train --resume {out}`", err
+    assert "Traceback" not in err and steps(out)[-1] == 6
+    resume(rlx, out)
+    assert_same_run(out, reference)
