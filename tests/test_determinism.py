@@ -30,7 +30,8 @@ def host_leaves(tree):
     return out
 
 
-@pytest.mark.parametrize("algo", SETTINGS)
+# PPO's and SAC's member = solo checks also run in test_ppo.py and test_sac.py; all three here with -m slow.
+@pytest.mark.parametrize("algo", [a if a == "dqn" else pytest.param(a, marks=pytest.mark.slow) for a in SETTINGS])
 def test_same_seed_same_result_and_members_equal_solo_runs_on_1_and_2_devices(algo):
     env_name, module, cfg = SETTINGS[algo]
     env, params = envs.make(env_name)

@@ -87,7 +87,7 @@ def resume(rlx, out, **kw):
 
 # Kill points of the chunk loop: (RLX_FAULT, how to continue: "resume" or "rerun" the first command).
 KILLS = [
-    ("runner.locked", "rerun"),  # lock taken, nothing written
+    pytest.param("runner.locked", "rerun", marks=pytest.mark.slow),  # lock taken, nothing written
     ("atomic.written", "rerun"),  # config.json's temp file complete, not renamed
     ("chunk.done@2", "resume"),  # a chunk computed, nothing of it written
     ("csv.append.torn@2", "resume"),  # half of a chunk's rows in metrics.csv
@@ -99,7 +99,7 @@ KILLS = [
 ]
 
 
-@pytest.mark.parametrize("fault, then", KILLS, ids=[k[0] for k in KILLS])
+@pytest.mark.parametrize("fault, then", KILLS, ids=[(k.values if hasattr(k, "values") else k)[0] for k in KILLS])
 def test_a_kill_in_the_chunk_loop_loses_nothing(fault, then, rlx, reference, tmp_path):
     out = tmp_path / "run"
     killed = rlx(train_args(out), fault=fault)
@@ -114,14 +114,14 @@ def test_a_kill_in_the_chunk_loop_loses_nothing(fault, then, rlx, reference, tmp
 
 # Kills during resume itself: a first kill leaves something to resume, then the resume is killed.
 RESUME_KILLS = [
-    ("chunk.done@3", "resume.restored"),  # state restored, metrics.csv not yet cut back
+    pytest.param("chunk.done@3", "resume.restored", marks=pytest.mark.slow),  # state restored, metrics.csv not cut back
     ("csv.appended@3", "csv.truncate.written"),  # inside the rewrite of metrics.csv, before its rename
-    ("csv.append.torn@3", "atomic.written"),  # the cut-back copy's temp file, before its rename
-    ("checkpoint.committed@3", "checkpoint.committed"),  # the resumed run's first save, unverified again
+    pytest.param("csv.append.torn@3", "atomic.written", marks=pytest.mark.slow),  # the cut-back copy, before its rename
+    pytest.param("checkpoint.committed@3", "checkpoint.committed", marks=pytest.mark.slow),  # first save, unverified
 ]
 
 
-@pytest.mark.parametrize("first, second", RESUME_KILLS, ids=[k[1] for k in RESUME_KILLS])
+@pytest.mark.parametrize("first, second", RESUME_KILLS, ids=[(k.values if hasattr(k, "values") else k)[1] for k in RESUME_KILLS])
 def test_a_kill_during_resume_loses_nothing(first, second, rlx, reference, tmp_path):
     out = tmp_path / "run"
     assert rlx(train_args(out), fault=first).returncode == KILLED
@@ -152,6 +152,7 @@ def flip_bit(path):
     open(path, "wb").write(bytes(data))
 
 
+# The default suite flips a bit; the other kinds of damage run with `-m slow`.
 CORRUPTIONS = {
     "bit_flip": flip_bit,
     "truncated": lambda p: os.truncate(p, os.path.getsize(p) // 2),
@@ -160,7 +161,7 @@ CORRUPTIONS = {
 }
 
 
-@pytest.mark.parametrize("corruption", CORRUPTIONS)
+@pytest.mark.parametrize("corruption", [c if c == "bit_flip" else pytest.param(c, marks=pytest.mark.slow) for c in CORRUPTIONS])
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(corruption, rlx, partial, reference, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(partial, out)
@@ -171,6 +172,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(corruption, 
     assert_same_run(out, reference)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_whose_state_disagrees_with_its_count_is_passed_over(rlx, partial, reference, tmp_path):
     # Step 6 replaced by step 4's files under a manifest that matches them: the checksums
     # pass, the state's own update counter (4) does not.
@@ -194,6 +196,7 @@ def test_a_checkpoint_whose_state_disagrees_with_its_count_is_passed_over(rlx, p
     ("metrics.csv", lambda p: p.write_text("".join(p.read_text().splitlines(True)[:4])), r"metrics\.csv has 3 of the 12 rows up to update 6"),
     ("metrics.csv", os.unlink, r"metrics\.csv is missing"),
 ])  # fmt: skip
+@pytest.mark.slow
 def test_a_corrupt_run_file_gives_one_line(name, damage, message, rlx, partial, tmp_path):
     import re
 
@@ -262,6 +265,7 @@ def test_a_second_process_on_a_live_run_is_refused(rlx, reference, tmp_path):
 
 
 # -- a run resumed on another number of devices ---------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("start, then", [(2, 1), (1, 2)])
 def test_a_run_resumes_on_another_device_count(start, then, rlx, reference, tmp_path):
     out = tmp_path / "run"
@@ -272,6 +276,7 @@ def test_a_run_resumes_on_another_device_count(start, then, rlx, reference, tmp_
     assert_same_run(out, reference)
 
 
+@pytest.mark.slow
 def test_a_population_that_cannot_be_split_is_refused_in_one_line(rlx, tmp_path):
     out = tmp_path / "run"
     args = train_args(out, "--devices", "1")
@@ -283,6 +288,7 @@ def test_a_population_that_cannot_be_split_is_refused_in_one_line(rlx, tmp_path)
 
 
 # -- Ctrl-C -----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_ctrl_c_stops_at_the_chunk_boundary_with_everything_saved(rlx, reference, tmp_path):
     import signal
 

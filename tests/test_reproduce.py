@@ -3,6 +3,7 @@ convention, and runs at smoke scale; listing, errors and the gallery."""
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -114,10 +115,11 @@ def test_gap_is_ours_minus_the_papers_number():
         (["reproduce"], r"name an experiment"),
     ],
 )
-def test_reproduce_bad_input(args, message):
+def test_reproduce_bad_input(args, message, capsys):
     start = time.perf_counter()
-    with pytest.raises(SystemExit, match=message):
-        cli.main(args)
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and re.search(message, err), err
     assert time.perf_counter() - start < 5.0
 
 
