@@ -38,14 +38,16 @@ def _fsync_dir(directory: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_open(path: str, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
-    """`with atomic_open(path) as f: ...` writes `path` all at once, or not at all."""
+def _temp_beside(path: str) -> Iterator[str]:
+    """A temp path in `path`'s folder; on success it is fsynced and renamed to `path`, on
+    failure removed."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + os.path.basename(path) + ".", dir=directory)
+    base, ext = os.path.splitext(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + base + ".", suffix=ext, dir=directory)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         faults.point("atomic.written")
         os.replace(tmp, path)
@@ -56,6 +58,13 @@ def atomic_open(path: str, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
     _fsync_dir(directory)
 
 
+@contextlib.contextmanager
+def atomic_open(path: str, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
+    """`with atomic_open(path) as f: ...` writes `path` all at once, or not at all."""
+    with _temp_beside(path) as tmp, open(tmp, mode, **kwargs) as f:
+        yield f
+
+
 def atomic_write(path: str, data: str | bytes) -> None:
     with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
@@ -63,20 +72,8 @@ def atomic_write(path: str, data: str | bytes) -> None:
 
 def atomic_save(path: str, save: Callable[[str], None]) -> None:
     """Atomically write a file produced by a library that wants a path (`savefig`)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX + base + ".", suffix=ext, dir=directory)
-    os.close(fd)
-    try:
+    with _temp_beside(path) as tmp:
         save(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
 
 
 def remove_stale_temp_files(directory: str) -> None:
