@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -397,8 +398,9 @@ class MetaTrainer:
                     f"{path} was written with different ES settings; resume with the same settings "
                     f"(only `generations` may change). Stored: {old}"
                 )
-        with open(path, "w") as f:
-            json.dump(record, f, indent=2)
+        from rlx.logging import write_json
+
+        write_json(path, record)
 
 
 @contextlib.contextmanager
@@ -487,11 +489,15 @@ class _GenerationCSV:
         return {c: np.asarray([float(r[c]) for r in rows]) for c in self.columns}
 
     def _rows(self) -> list[dict]:
+        """Complete rows only: a last line without its newline was torn by a kill."""
         with open(self.path, newline="") as f:
-            return list(csv.DictReader(f))
+            text = f.read()
+        return list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))
 
     def _write(self, rows: list[dict]) -> None:
-        with open(self.path, "w", newline="") as f:
+        from rlx.runfiles import atomic_open
+
+        with atomic_open(self.path, "w", newline="") as f:
             w = csv.DictWriter(f, self.columns)
             w.writeheader()
             w.writerows(rows)
