@@ -336,3 +336,18 @@ def barrier(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def gather_flags(flags: list[int]) -> "np.ndarray":
+    """Every process's small int flags, `[processes, len(flags)]`, on every process (one
+    row without a multi-process run). Every process must call it."""
+    import jax
+    import numpy as np
+
+    local = np.asarray(flags, np.int32)
+    if jax.process_count() == 1:
+        return local[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(local))
+

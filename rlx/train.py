@@ -279,50 +279,33 @@ class Runner:
 
     def _prepare(self, resume: bool):
         """Every check before the run directory changes or anything compiles. Returns the
-        held lock (or None without an out_dir or off process 0)."""
-        from rlx.distributed import is_main
-        from rlx.errors import ResumeMismatchError, RunFileError
-        from rlx.runfiles import RunLock, read_json
+        held lock (or None without an out_dir or off process 0) and whether this is a resume.
 
-        lock, created = None, False
-        if self.out_dir and is_main():
-            created = not os.path.exists(self.out_dir)
-            os.makedirs(self.out_dir, exist_ok=True)
-            lock = RunLock(self.out_dir).acquire()
+        Process 0 alone reads and writes the run directory; every process checks its own
+        memory; then all processes agree, so one refusal stops them all before the first
+        collective (otherwise the others wait on it until the collective times out)."""
+        from rlx.distributed import gather_flags, is_main
+        from rlx.errors import RunError
+        from rlx.runfiles import RunLock
+
+        lock, created, refusal = None, False, None
         try:
-            if self.out_dir:
-                config_path = os.path.join(self.out_dir, "config.json")
-                ckpt_dir = os.path.join(self.out_dir, "checkpoints")
-                held = [n for n in ("metrics.csv", "config.json") if os.path.exists(os.path.join(self.out_dir, n))]
-                if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
-                    held.append("checkpoints/")
-                if not resume and held:
-                    raise FileExistsError(
-                        f"{self.out_dir} already holds a run ({', '.join(held)}); resume it (--resume) "
-                        "or choose a new output directory."
-                    )
-                if resume:
-                    if not os.path.exists(config_path) and not held:
-                        resume = False  # nothing was written yet: a resume is a fresh start
-                    else:
-                        stored = read_json(config_path, "config.json")
-                        if not isinstance(stored, dict):
-                            raise RunFileError(f"{config_path} is corrupt (not a JSON object); start a new run.")
-                        new = self.spec()
-                        for spec in (stored, new):
-                            for key in RESUME_FREE:
-                                spec.pop(key, None)
-                        if "runner" in stored:
-                            diff = spec_differences(stored, new)
-                        else:  # written before the Runner stored its part: compare what is there
-                            diff = spec_differences(stored, {k: new.get(k) for k in stored})
-                        if diff:
-                            shown = ", ".join(d.replace("runner.population_config.", "config.") for d in diff[:8])
-                            raise ResumeMismatchError(
-                                f"{self.out_dir} was started with a different {shown}{' ...' * (len(diff) > 8)}; "
-                                "resume it as it was started, or start a new run in another directory."
-                            )
+            if self.out_dir and is_main():
+                created = not os.path.exists(self.out_dir)
+                os.makedirs(self.out_dir, exist_ok=True)
+                lock = RunLock(self.out_dir).acquire()
+                resume = self._check_existing_run(resume)
             self._check_memory()
+        except Exception as error:  # noqa: BLE001 - re-raised below, after the others hear of it
+            refusal = error
+        try:
+            flags = gather_flags([refusal is not None, resume])
+            if refusal is not None:
+                raise refusal
+            if flags[:, 0].any():
+                who = int(np.flatnonzero(flags[:, 0])[0])
+                raise RunError(f"process {who} refused the run; its log says why.")
+            resume = bool(flags[0, 1])  # process 0 read the run directory
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -334,6 +317,45 @@ class Runner:
                         os.rmdir(self.out_dir)
             raise
         return lock, resume
+
+    def _check_existing_run(self, resume: bool) -> bool:
+        """Refuse a fresh run over an existing one, and a resume with another spec.
+        Returns whether there is anything to resume."""
+        from rlx.errors import ResumeMismatchError, RunFileError
+        from rlx.runfiles import read_json
+
+        config_path = os.path.join(self.out_dir, "config.json")
+        ckpt_dir = os.path.join(self.out_dir, "checkpoints")
+        held = [n for n in ("metrics.csv", "config.json") if os.path.exists(os.path.join(self.out_dir, n))]
+        if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+            held.append("checkpoints/")
+        if not resume:
+            if held:
+                raise FileExistsError(
+                    f"{self.out_dir} already holds a run ({', '.join(held)}); resume it (--resume) "
+                    "or choose a new output directory."
+                )
+            return False
+        if not os.path.exists(config_path) and not held:
+            return False  # nothing was written yet: a resume is a fresh start
+        stored = read_json(config_path, "config.json")
+        if not isinstance(stored, dict):
+            raise RunFileError(f"{config_path} is corrupt (not a JSON object); start a new run.")
+        new = self.spec()
+        for spec in (stored, new):
+            for key in RESUME_FREE:
+                spec.pop(key, None)
+        if "runner" in stored:
+            diff = spec_differences(stored, new)
+        else:  # written before the Runner stored its part: compare what is there
+            diff = spec_differences(stored, {k: new.get(k) for k in stored})
+        if diff:
+            shown = ", ".join(d.replace("runner.population_config.", "config.") for d in diff[:8])
+            raise ResumeMismatchError(
+                f"{self.out_dir} was started with a different {shown}{' ...' * (len(diff) > 8)}; "
+                "resume it as it was started, or start a new run in another directory."
+            )
+        return True
 
     def _check_memory(self) -> None:
         from rlx import memory

@@ -102,20 +102,26 @@ def test_missing_peers_end_the_coordinator_with_a_clear_error_instead_of_hanging
 
 
 # -- two processes, one mesh ---------------------------------------------------------------
+def _two_process_sweep(out: str) -> tuple[list[int], list[str]]:
+    port = _free_port()
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "rlx.cli"] + SWEEP + [
+            "--out", out, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
+            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for i in (0, 1)
+    ]
+    logs = [p.communicate(timeout=300)[0] for p in procs]
+    return [p.returncode for p in procs], logs
+
+
 def test_two_processes_give_exactly_the_single_process_result(tmp_path):
     """`rlx sweep` as 2 processes x 2 fake CPU devices equals the same sweep in this
     process: metrics.csv byte for byte, evaluation, and the final checkpoint (written
     by both processes together) bit for bit, keys included."""
     multi, single = str(tmp_path / "multi"), str(tmp_path / "single")
     port = _free_port()
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "rlx.cli"] + SWEEP + [
-            "--out", multi, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-            env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        for i in (0, 1)
-    ]
-    logs = [p.communicate(timeout=300)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(log[-3000:] for log in logs)
+    codes, logs = _two_process_sweep(multi)
+    assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
     assert "on 4 device(s)" in logs[0] and "rlx:" not in logs[1], "only process 0 reports"
 
     assert cli.main(SWEEP + ["--out", single, "--devices", "4"]) == 0
@@ -147,6 +153,17 @@ def test_two_processes_give_exactly_the_single_process_result(tmp_path):
         if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    # Process 0 refuses a fresh run over this one; process 1 hears of it at once instead
+    # of waiting on a collective until it times out, and nothing in the run changes.
+    before = open(os.path.join(multi, "metrics.csv")).read()
+    start = time.perf_counter()
+    codes, logs = _two_process_sweep(multi)
+    assert codes == [1, 1] and time.perf_counter() - start < 25, "\n\n".join(logs)
+    # (Gloo's own connection lines share stderr and may interleave with ours.)
+    assert "already holds a run" in logs[0] and "Traceback" not in logs[0], logs[0]
+    assert "error: process 0 refused the run; its log says why." in logs[1] and "Traceback" not in logs[1], logs[1]
+    assert open(os.path.join(multi, "metrics.csv")).read() == before
 
 
 def test_a_population_must_divide_the_global_devices(monkeypatch):
