@@ -8,10 +8,16 @@ steps. The policy loss is written in mirror-learning form,
 
 with PPO's drift D = ReLU((r - clip(r, 1-ε, 1+ε))·A), which equals the familiar
 clipped surrogate -mean(min(r·A, clip(r)·A)).
+
+The pieces are module-level functions that `make_agent` composes, and three of them
+can be replaced by passing a function: `advantages` (GAE by default), `drift` (PPO's
+by default; `rlx.agents.meta.drifts` passes learned ones) and `minibatching` (shuffled
+samples by default; brax's recomputed segment GAE is `segment_minibatching`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -21,6 +27,7 @@ import optax
 from flax import struct
 
 from rlx import distributions as D
+from rlx import rollout
 from rlx.config import config, static, traced
 from rlx.envs.wrappers import EpisodeStats, episode_summary, is_discrete
 from rlx.networks import ACTIVATIONS, KERNEL_INITS, CategoricalActor, Critic, GaussianActor
@@ -29,7 +36,9 @@ from rlx.running_stats import RunningStats, init_stats, normalize, update_stats
 from rlx.types import Agent
 
 ACTION_DISTS = ("auto", "categorical", "gaussian", "tanh_gaussian")
-DRIFTS = ("ppo", "dpo", "lpo", "lpo_ppo_init", "ta_lpo", "ta_lpo_ppo_init")  # see rlx.agents.meta.drifts
+# drift name -> check(kind, params, where): filled by the packages that bring drifts
+# (rlx.agents.meta.drifts), so a config with bad drift parameters fails when it is made.
+DRIFT_CHECKS: dict[str, Any] = {}
 
 
 @config
@@ -75,13 +84,14 @@ class PPOConfig:
     max_grad_norm: float = traced(0.5, "global gradient-norm clip", gt=0)
     adam_eps: float = traced(1e-5, "Adam's ε (PureJaxRL 1e-5; brax and optax 1e-8)", gt=0)
     reward_scale: float = traced(1.0, "rewards are multiplied by this", gt=0)
-    drift: str = static("ppo", "policy drift D(r, A) (rlx.agents.meta.drifts)", choices=DRIFTS)
-    drift_params: Any = traced(None, "drift parameters, a pytree (rlx.agents.meta.drifts.init_params); None for ppo")
+    drift: str = static(
+        "ppo", "policy drift D(r, A): ppo, or a kind of rlx.agents.meta.drifts (`rlx train lpo`) built with its make_agent"
+    )
+    drift_params: Any = traced(None, "parameters of the drift, a pytree read by the drift function; None for ppo")
 
     def check(self) -> None:
-        from rlx.agents.meta.drifts import check_params
-
-        check_params(self.drift, self.drift_params, "PPOConfig.drift_params")
+        if self.drift in DRIFT_CHECKS:
+            DRIFT_CHECKS[self.drift](self.drift, self.drift_params, "PPOConfig.drift_params")
         batch = self.num_envs * self.num_steps
         if batch % self.num_minibatches:
             divisors = [d for d in range(1, min(batch, 64) + 1) if batch % d == 0]
@@ -172,24 +182,26 @@ def ppo_drift(ratio: jax.Array, adv: jax.Array, clip_eps: jax.Array) -> jax.Arra
     return jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)) * adv)
 
 
-def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
-    """Build PPO for `env`; the returned functions close over `cfg`'s static fields.
+def ppo_drift_fn(ratio: jax.Array, adv: jax.Array, c: PPOConfig, progress: jax.Array) -> jax.Array:
+    """PPO's drift as an injected `drift(ratio [N], adv [N], c, progress) -> [N]`."""
+    return ppo_drift(ratio, adv, c.clip_eps)
 
-    For a vector-reward env (`env.reward_dim = d`), pass `scalarize(adv, c) -> [T, B]`,
-    which maps per-objective advantages `adv: [T, B, d]` to the scalar advantage the
-    policy learns from; the critic then has one value head per objective and GAE runs
-    per objective (`rlx.agents.morl.moppo` builds on this).
-    """
-    reward_dim = getattr(env, "reward_dim", None)
-    if bool(reward_dim) != (scalarize is not None):
-        raise ValueError(
-            f"{getattr(env, 'name', env)} has reward_dim={reward_dim}: PPO needs `scalarize` exactly "
-            "when rewards are vectors (use rlx.agents.morl.moppo for multi-objective envs)."
-        )
-    from rlx.agents.meta.drifts import drift as meta_drift
 
-    env = EpisodeStats(env)
-    obs_space = env.observation_space(env.default_params)
+# -- networks and the policy ---------------------------------------------------------------
+class PPONetworks(NamedTuple):
+    """The modules and the static facts about the policy that every piece needs."""
+
+    actor: Any  # CategoricalActor or GaussianActor
+    critic: Any  # Critic (reward_dim heads for vector rewards)
+    dist: str  # categorical | gaussian | tanh_gaussian
+    low: Any  # [A] action bounds (continuous actions), else None
+    high: Any
+    normalize_obs: bool
+    obs_clip: float
+
+
+def make_networks(env: Any, cfg: PPOConfig) -> PPONetworks:
+    """The actor and critic for `env`'s spaces; one line naming the field for a bad fit."""
     act_space = env.action_space(env.default_params)
     discrete = is_discrete(act_space)
     dist = cfg.action_dist
@@ -203,216 +215,347 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
         )
     if discrete:
         actor = CategoricalActor(act_space.n, cfg.hidden, cfg.activation, cfg.kernel_init)
+        low = high = None
     else:
         actor = GaussianActor(
             act_space.shape[0], cfg.hidden, cfg.activation, cfg.state_dependent_std, cfg.init_log_std
         )
-    critic = Critic(cfg.critic_hidden, cfg.activation, reward_dim=reward_dim)
-    num_updates = cfg.num_updates
-    steps_per_update = cfg.num_envs * cfg.num_steps
-    batch_size = steps_per_update
-    if not discrete:
         low, high = jnp.asarray(act_space.low), jnp.asarray(act_space.high)
+    critic = Critic(cfg.critic_hidden, cfg.activation, reward_dim=getattr(env, "reward_dim", None))
+    return PPONetworks(actor, critic, dist, low, high, cfg.normalize_obs, cfg.obs_clip)
 
-    # -- policy helpers ---------------------------------------------------------
-    def sample(actor_params, obs, key):
-        """Batched `[B, *obs]` -> (raw action, env action, log-prob)."""
-        out = actor.apply(actor_params, obs, 1)
-        if dist == "categorical":
-            a = D.categorical_sample(key, out)
-            return a, a, D.categorical_log_prob(out, a)
-        mean, log_std = out
-        if dist == "gaussian":
-            a = D.gaussian_sample(key, mean, log_std)
-            return a, jnp.clip(a, low, high), D.gaussian_log_prob(mean, log_std, a)
-        squashed, u = D.tanh_gaussian_sample(key, mean, log_std)
-        return u, low + (squashed + 1.0) * 0.5 * (high - low), D.tanh_gaussian_log_prob(mean, log_std, u)
 
-    def log_prob_and_entropy(actor_params, obs, raw_action, noise):
-        out = actor.apply(actor_params, obs, 1)
-        if dist == "categorical":
-            return D.categorical_log_prob(out, raw_action), D.categorical_entropy(out)
-        mean, log_std = out
-        if dist == "gaussian":
-            return D.gaussian_log_prob(mean, log_std, raw_action), D.gaussian_entropy(log_std)
-        # The squashed distribution has no closed-form entropy: H = H_gauss + E[log|det J(u)|],
-        # estimated with one reparameterised sample u = mean + std * noise. The Gaussian
-        # entropy alone would reward ever wider scales, which tanh turns into bang-bang actions.
-        u = mean + jnp.exp(log_std) * noise
-        entropy = D.gaussian_entropy(log_std) + D.tanh_log_det_jacobian(u)
-        return D.tanh_gaussian_log_prob(mean, log_std, raw_action), entropy
+def observe(nets: PPONetworks, params: PPOParams, obs: jax.Array) -> jax.Array:
+    """What the networks see: `obs` normalised with the running statistics, if enabled."""
+    return normalize(params.obs_stats, obs, nets.obs_clip) if nets.normalize_obs else obs
 
-    def observe(params: PPOParams, obs):
-        return normalize(params.obs_stats, obs, cfg.obs_clip) if cfg.normalize_obs else obs
 
-    def make_optimizer(c: PPOConfig):
-        if cfg.anneal_lr:
-            per_update = cfg.update_epochs * cfg.num_minibatches
+def sample(nets: PPONetworks, actor_params: Any, obs: jax.Array, key: jax.Array) -> tuple:
+    """Batched `obs [B, *obs]` -> (raw action, env action, log-prob `[B]`). The raw action
+    of a tanh-Gaussian policy is the pre-squash sample its log-prob is computed from."""
+    out = nets.actor.apply(actor_params, obs, 1)
+    if nets.dist == "categorical":
+        a = D.categorical_sample(key, out)
+        return a, a, D.categorical_log_prob(out, a)
+    mean, log_std = out
+    low, high = nets.low, nets.high
+    if nets.dist == "gaussian":
+        a = D.gaussian_sample(key, mean, log_std)
+        return a, jnp.clip(a, low, high), D.gaussian_log_prob(mean, log_std, a)
+    squashed, u = D.tanh_gaussian_sample(key, mean, log_std)
+    return u, low + (squashed + 1.0) * 0.5 * (high - low), D.tanh_gaussian_log_prob(mean, log_std, u)
 
-            def lr(count):
-                return c.lr * (1.0 - (count // per_update) / num_updates)
-        else:
-            lr = c.lr
-        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr, eps=c.adam_eps))
 
-    # -- init --------------------------------------------------------------------
+def log_prob_and_entropy(nets: PPONetworks, actor_params: Any, obs, raw_action, noise) -> tuple:
+    """`(log π(raw_action | obs), entropy)`, both `[N]`; `noise [N, A]` feeds the one-sample
+    entropy estimate of a tanh-Gaussian policy (unused otherwise)."""
+    out = nets.actor.apply(actor_params, obs, 1)
+    if nets.dist == "categorical":
+        return D.categorical_log_prob(out, raw_action), D.categorical_entropy(out)
+    mean, log_std = out
+    if nets.dist == "gaussian":
+        return D.gaussian_log_prob(mean, log_std, raw_action), D.gaussian_entropy(log_std)
+    # The squashed distribution has no closed-form entropy: H = H_gauss + E[log|det J(u)|],
+    # estimated with one reparameterised sample u = mean + std * noise. The Gaussian
+    # entropy alone would reward ever wider scales, which tanh turns into bang-bang actions.
+    u = mean + jnp.exp(log_std) * noise
+    entropy = D.gaussian_entropy(log_std) + D.tanh_log_det_jacobian(u)
+    return D.tanh_gaussian_log_prob(mean, log_std, raw_action), entropy
+
+
+def act(nets: PPONetworks, params: PPOParams, obs: jax.Array, key: jax.Array, deterministic: bool = True):
+    """One unbatched observation -> one env action (the mode when `deterministic`)."""
+    out = nets.actor.apply(params.actor, observe(nets, params, obs[None]), 1)
+    if nets.dist == "categorical":
+        return jnp.argmax(out[0]) if deterministic else D.categorical_sample(key, out[0])
+    mean, log_std = out[0][0], out[1][0]
+    u = mean if deterministic else D.gaussian_sample(key, mean, log_std)
+    if nets.dist == "gaussian":
+        return jnp.clip(u, nets.low, nets.high)
+    return nets.low + (jnp.tanh(u) + 1.0) * 0.5 * (nets.high - nets.low)
+
+
+def make_optimizer(cfg: PPOConfig, c: PPOConfig) -> optax.GradientTransformation:
+    """Gradient clipping then Adam, with the learning rate annealed per update if asked."""
+    if cfg.anneal_lr:
+        per_update = cfg.update_epochs * cfg.num_minibatches
+        num_updates = cfg.num_updates
+
+        def lr(count):
+            return c.lr * (1.0 - (count // per_update) / num_updates)
+    else:
+        lr = c.lr
+    return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr, eps=c.adam_eps))
+
+
+# -- collect and advantages ----------------------------------------------------------------
+def collect(nets: PPONetworks, params: PPOParams, env: Any, env_params: Any, carry: tuple, num_steps: int,
+            reward_scale: Any) -> tuple[tuple, Transition]:  # fmt: skip
+    """`num_steps` steps of the current policy from `carry = (env_state, obs, key)`.
+    Returns the new carry and a `Transition` with leaves `[T, B, ...]`, rewards scaled."""
+
+    def policy(obs, key):
+        raw, action, logp = sample(nets, params.actor, observe(nets, params, obs), key)
+        return action, (raw, logp)
+
+    def keep(step: rollout.Step) -> Transition:
+        raw, logp = step.extras
+        done = step.terminated | step.truncated
+        return Transition(step.obs, raw, logp, step.reward * reward_scale, step.terminated, done, step.final_obs)
+
+    return rollout.collect(env, env_params, carry, policy, num_steps, keep)
+
+
+def critic_values(nets: PPONetworks, params: PPOParams, traj: Transition, last_obs: jax.Array) -> tuple:
+    """`(values [T+1, B(, d)], final_values [T, B(, d)])`: V of every visited state and of
+    the state after the last step, and V of the true final state of episodes that ended
+    at each step (for bootstrapping on truncation)."""
+    all_obs = jnp.concatenate([traj.obs, last_obs[None]], 0)
+    values = nets.critic.apply(params.critic, observe(nets, params, all_obs), 2)
+    final_values = nets.critic.apply(params.critic, observe(nets, params, traj.final_obs), 2)
+    return values, final_values
+
+
+def gae_advantages(traj: Transition, values: jax.Array, final_values: jax.Array, c: PPOConfig,
+                   segment: int = 0) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    """Truncation-aware GAE: `(advantages, value targets)`, both `[T, B(, d)]`.
+
+    The default `advantages` piece; any `advantages(traj, values, final_values, c)` with
+    this signature can replace it. With `segment > 0` the λ-trace is also cut every
+    `segment` steps, each segment's last step bootstrapping from V(next obs) (brax's
+    GAE on short unrolls). Vector values (`[..., d]`) get GAE per objective.
+    """
+    terminated, done = traj.terminated, traj.done
+    if values.ndim > done.ndim:  # vector rewards: the episode flags broadcast over objectives
+        terminated, done = terminated[..., None], done[..., None]
+    next_values = jnp.where(done, final_values, values[1:])
+    cut = done
+    if segment:
+        steps = done.shape[0]
+        seg_end = (jnp.arange(steps) % segment) == segment - 1
+        cut = cut | seg_end.reshape((-1,) + (1,) * (done.ndim - 1))
+    return gae(traj.reward, values[:-1], next_values, terminated, cut, c.gamma, c.gae_lambda)
+
+
+# -- the loss --------------------------------------------------------------------------------
+def ppo_loss(nets: PPONetworks, cfg: PPOConfig, c: PPOConfig, params: PPOParams, actor_critic: tuple,
+             mb: dict, drift: Any, progress: jax.Array) -> tuple[jax.Array, dict]:  # fmt: skip
+    """The clipped-surrogate loss in mirror-learning form on one minibatch `mb` (leaves
+    `[N, ...]`: obs, action, logp, adv, target, value, noise). `params` gives the
+    observation statistics; `actor_critic` is differentiated. Returns `(loss, stats)`."""
+    actor_p, critic_p = actor_critic
+    obs = observe(nets, params, mb["obs"])
+    logp, entropy = log_prob_and_entropy(nets, actor_p, obs, mb["action"], mb["noise"])
+    log_ratio = logp - mb["logp"]
+    ratio = jnp.exp(log_ratio)
+    a = mb["adv"]
+    if cfg.normalize_advantages:
+        a = (a - a.mean()) / (a.std() + 1e-8)
+    d = drift(ratio, a, c, progress)
+    policy_loss = -jnp.mean(ratio * a - d)
+    v = nets.critic.apply(critic_p, obs, 1)
+    value_loss = 0.5 * (v - mb["target"]) ** 2
+    if cfg.clip_value:
+        v_clipped = mb["value"] + jnp.clip(v - mb["value"], -c.vf_clip_eps, c.vf_clip_eps)
+        value_loss = jnp.maximum(value_loss, 0.5 * (v_clipped - mb["target"]) ** 2)
+    value_loss = value_loss.mean()
+    entropy = entropy.mean()
+    loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
+    stats = dict(
+        loss=loss, policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
+        approx_kl=jnp.mean((ratio - 1.0) - log_ratio),
+        clip_frac=jnp.mean(jnp.abs(ratio - 1.0) > c.clip_eps),
+    )  # fmt: skip
+    return loss, stats
+
+
+# -- minibatching and the learn step -----------------------------------------------------------
+class Minibatching(NamedTuple):
+    """How one rollout's data becomes minibatches.
+
+    arrange(data, traj, last_obs) -> units: once per update; `data` has leaves `[T, B, ...]`.
+    minibatches(units, key) -> leaves `[num_minibatches, ...]`: once per epoch.
+    prepare(params, actor_critic, mb, c) -> mb: inside the differentiated loss, before it.
+    """
+
+    arrange: Any
+    minibatches: Any
+    prepare: Any
+
+
+def sample_minibatching(num_minibatches: int) -> Minibatching:
+    """Samples shuffled over the whole `T*B` batch (PureJaxRL, CleanRL)."""
+
+    def arrange(data, traj, last_obs):
+        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), data)
+
+    def minibatches(units, key):
+        perm = jax.random.permutation(key, jax.tree.leaves(units)[0].shape[0])
+        return jax.tree.map(lambda x: x[perm].reshape((num_minibatches, -1) + x.shape[1:]), units)
+
+    return Minibatching(arrange, minibatches, lambda params, actor_critic, mb, c: mb)
+
+
+def segment_minibatching(nets: PPONetworks, segment: int, num_minibatches: int, scalarize: Any = None) -> Minibatching:
+    """brax's order: minibatches of whole `segment`-step unrolls, and GAE recomputed in
+    every minibatch with the current critic (`scalarize` as in `make_agent`)."""
+
+    def arrange(data, traj, last_obs):
+        all_obs = jnp.concatenate([traj.obs, last_obs[None]], 0)
+        flags = traj.done.reshape(traj.done.shape + (1,) * (traj.obs.ndim - 2))
+        next_obs = jnp.where(flags, traj.final_obs, all_obs[1:])
+        data = dict(data, next_obs=next_obs, reward=traj.reward, terminated=traj.terminated, done=traj.done)
+        for name in ("adv", "target"):  # recomputed in every minibatch
+            del data[name]
+
+        def to_segments(x):  # [T, B, ...] -> [k, T/k * B, ...]
+            x = x.reshape((x.shape[0] // segment, segment) + x.shape[1:])
+            return jnp.swapaxes(x, 0, 1).reshape((segment, -1) + x.shape[3:])
+
+        return jax.tree.map(to_segments, data)
+
+    def minibatches(units, key):  # -> [num_minibatches, k, segments per minibatch, ...]
+        perm = jax.random.permutation(key, jax.tree.leaves(units)[0].shape[1])
+
+        def take(x):
+            x = x[:, perm].reshape((segment, num_minibatches, -1) + x.shape[2:])
+            return jnp.swapaxes(x, 0, 1)
+
+        return jax.tree.map(take, units)
+
+    def prepare(params, actor_critic, mb, c):
+        """GAE on the `[k, S]` segments with the current critic: the minibatch flattened to
+        `[k*S]` with fresh `adv` and `target` ("value" stays the rollout's, for value clipping)."""
+        critic_p = actor_critic[1]
+        v_all = nets.critic.apply(critic_p, observe(nets, params, mb["obs"]), 2)
+        v_next = nets.critic.apply(critic_p, observe(nets, params, mb["next_obs"]), 2)
+        v_all, v_next = jax.lax.stop_gradient(v_all), jax.lax.stop_gradient(v_next)
+        term, cut = mb["terminated"], mb["done"].at[-1].set(True)
+        if scalarize is not None:
+            term, cut = term[..., None], cut[..., None]
+        adv, target = gae(mb["reward"], v_all, v_next, term, cut, c.gamma, c.gae_lambda)
+        if scalarize is not None:
+            adv = scalarize(adv, c)
+        mb = dict(mb, adv=adv, target=target)
+        for k in ("next_obs", "reward", "terminated", "done"):
+            del mb[k]
+        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), mb)
+
+    return Minibatching(arrange, minibatches, prepare)
+
+
+def learn_step(loss: Any, optimizer: Any, actor_critic: tuple, opt_state: Any, key: jax.Array, units: Any,
+               minibatches: Any, epochs: int) -> tuple:  # fmt: skip
+    """`epochs` passes of one gradient step per minibatch. `loss(actor_critic, mb) ->
+    (loss, stats)`. Returns `((actor_critic, opt_state, key), stats [epochs, M])`."""
+
+    def epoch(carry, _):
+        actor_critic, opt_state, key = carry
+        key, k_perm = jax.random.split(key)
+
+        def minibatch_step(carry, mb):
+            actor_critic, opt_state = carry
+            grads, stats = jax.grad(loss, has_aux=True)(actor_critic, mb)
+            updates, opt_state = optimizer.update(grads, opt_state, actor_critic)
+            return (optax.apply_updates(actor_critic, updates), opt_state), stats
+
+        (actor_critic, opt_state), stats = jax.lax.scan(
+            minibatch_step, (actor_critic, opt_state), minibatches(units, k_perm)
+        )
+        return (actor_critic, opt_state, key), stats
+
+    return jax.lax.scan(epoch, (actor_critic, opt_state, key), None, epochs)
+
+
+# -- the agent ---------------------------------------------------------------------------------
+def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None, drift: Any = None, advantages: Any = None,
+               minibatching: Minibatching | None = None) -> Agent:  # fmt: skip
+    """Build PPO for `env` from the pieces above; the functions close over `cfg`'s static
+    fields. Each keyword replaces one piece:
+
+    scalarize(adv [T, B, d], c) -> [T, B]: for a vector-reward env (`env.reward_dim = d`):
+        the critic has one head per objective and GAE runs per objective
+        (`rlx.agents.morl.moppo` builds on this).
+    drift(ratio [N], adv [N], c, progress) -> [N]: D(r, A) (default PPO's clip; progress
+        is n/N, the training progress). Learned drifts: `rlx.agents.meta.drifts.make_agent`.
+    advantages(traj, values [T+1, B], final_values [T, B], c) -> (adv, targets) `[T, B]`:
+        default `gae_advantages` (cut every `gae_segment` steps when that is set).
+    minibatching: a `Minibatching` (default shuffled samples; `segment_minibatching`
+        with `recompute_gae`).
+    """
+    reward_dim = getattr(env, "reward_dim", None)
+    if bool(reward_dim) != (scalarize is not None):
+        raise ValueError(
+            f"{getattr(env, 'name', env)} has reward_dim={reward_dim}: PPO needs `scalarize` exactly "
+            "when rewards are vectors (use rlx.agents.morl.moppo for multi-objective envs)."
+        )
+    if drift is None:
+        if cfg.drift != "ppo":
+            raise ValueError(
+                f"PPOConfig.drift = {cfg.drift!r} needs its drift function: build the agent with "
+                "rlx.agents.meta.drifts.make_agent(env, cfg) (`rlx train lpo`), or pass drift=."
+            )
+        if cfg.drift_params is not None:
+            raise ValueError(
+                "PPOConfig.drift_params must be None for PPO's drift (it uses clip_eps); pass the drift "
+                "that reads them as drift=."
+            )
+        drift = ppo_drift_fn
+    env = EpisodeStats(env)
+    nets = make_networks(env, cfg)
+    if advantages is None:
+        advantages = functools.partial(gae_advantages, segment=cfg.gae_segment)
+    if minibatching is None:
+        minibatching = (
+            segment_minibatching(nets, cfg.gae_segment, cfg.num_minibatches, scalarize)
+            if cfg.recompute_gae
+            else sample_minibatching(cfg.num_minibatches)
+        )
+    obs_shape = env.observation_space(env.default_params).shape
+    steps_per_update = cfg.num_envs * cfg.num_steps
+
     def init(key, c: PPOConfig, env_params) -> PPOState:
         key, k_actor, k_critic, k_env = jax.random.split(key, 4)
-        dummy = jnp.zeros((1,) + obs_space.shape, jnp.float32)
+        dummy = jnp.zeros((1,) + obs_shape, jnp.float32)
         params = PPOParams(
-            actor=actor.init(k_actor, dummy, 1),
-            critic=critic.init(k_critic, dummy, 1),
-            obs_stats=init_stats(obs_space.shape),
-        )
+            actor=nets.actor.init(k_actor, dummy, 1), critic=nets.critic.init(k_critic, dummy, 1),
+            obs_stats=init_stats(obs_shape),
+        )  # fmt: skip
         obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
-        opt_state = make_optimizer(c).init((params.actor, params.critic))
+        opt_state = make_optimizer(cfg, c).init((params.actor, params.critic))
         zero = jnp.zeros((), jnp.int32)
         return PPOState(params, opt_state, env_state, obs, key, zero, zero)
 
-    # -- one update ----------------------------------------------------------------
     def update(state: PPOState, c: PPOConfig, env_params):
         params = state.params
-
-        def env_step(carry, _):
-            env_state, obs, key = carry
-            key, k_act, k_env = jax.random.split(key, 3)
-            raw, action, logp = sample(params.actor, observe(params, obs), k_act)
-            keys = jax.random.split(k_env, cfg.num_envs)
-            next_obs, env_state, reward, term, trunc, info = jax.vmap(
-                env.step, (0, 0, 0, None)
-            )(keys, env_state, action, env_params)
-            tr = Transition(obs, raw, logp, reward * c.reward_scale, term, term | trunc, info["final_obs"])
-            return (env_state, next_obs, key), tr
-
-        (env_state, last_obs, key), traj = jax.lax.scan(
-            env_step, (state.env_state, state.obs, state.key), None, cfg.num_steps
-        )
+        carry = (state.env_state, state.obs, state.key)
+        (env_state, last_obs, key), traj = collect(nets, params, env, env_params, carry, cfg.num_steps, c.reward_scale)
         if cfg.normalize_obs and cfg.stats_first:
             # brax's order: the statistics take in this rollout before learning on it. The
             # importance ratios still use the behaviour log-probs from the rollout itself.
             params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
-
-        # Values of every visited state, of the state after the last step, and of the
-        # true final states of episodes that ended (for bootstrapping on truncation).
-        all_obs = jnp.concatenate([traj.obs, last_obs[None]], 0)
-        values = critic.apply(params.critic, observe(params, all_obs), 2)
-        final_values = critic.apply(params.critic, observe(params, traj.final_obs), 2)
-        terminated, done = traj.terminated, traj.done
-        if scalarize is not None:  # vector rewards: the episode flags broadcast over objectives
-            terminated, done = terminated[..., None], done[..., None]
-        next_values = jnp.where(done, final_values, values[1:])
-        cut = done
-        if cfg.gae_segment:
-            # brax computes GAE on short unrolls: each segment's last step bootstraps from
-            # V(next obs) (already in next_values), and the λ-trace stops there.
-            seg_end = (jnp.arange(cfg.num_steps) % cfg.gae_segment) == cfg.gae_segment - 1
-            cut = cut | seg_end.reshape((-1,) + (1,) * (done.ndim - 1))
-        adv, targets = gae(traj.reward, values[:-1], next_values, terminated, cut, c.gamma, c.gae_lambda)
+        values, final_values = critic_values(nets, params, traj, last_obs)
+        adv, targets = advantages(traj, values, final_values, c)
         if scalarize is not None:
             adv = scalarize(adv, c)  # [T, B, d] -> [T, B]; the value targets stay per objective
-
         # Training progress n/N, the extra input of temporally-aware drifts.
-        progress = state.update_step.astype(jnp.float32) / num_updates
-
-        def segment_targets(critic_p, mb):
-            """GAE on `[k, S]` segments with the current critic (brax's order): returns the
-            minibatch flattened to `[k*S]` with fresh `adv` and `target`."""
-            v_all = critic.apply(critic_p, observe(params, mb["obs"]), 2)
-            v_next = critic.apply(critic_p, observe(params, mb["next_obs"]), 2)
-            v_all, v_next = jax.lax.stop_gradient(v_all), jax.lax.stop_gradient(v_next)
-            term, cut = mb["terminated"], mb["done"].at[-1].set(True)
-            if scalarize is not None:
-                term, cut = term[..., None], cut[..., None]
-            adv, target = gae(mb["reward"], v_all, v_next, term, cut, c.gamma, c.gae_lambda)
-            if scalarize is not None:
-                adv = scalarize(adv, c)
-            mb = dict(mb, adv=adv, target=target)  # "value" stays the rollout's, for value clipping
-            for k in ("next_obs", "reward", "terminated", "done"):
-                del mb[k]
-            return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), mb)
-
-        def loss_fn(actor_critic, mb):
-            actor_p, critic_p = actor_critic
-            if cfg.recompute_gae:
-                mb = segment_targets(critic_p, mb)
-            obs = observe(params, mb["obs"])
-            logp, entropy = log_prob_and_entropy(actor_p, obs, mb["action"], mb["noise"])
-            log_ratio = logp - mb["logp"]
-            ratio = jnp.exp(log_ratio)
-            a = mb["adv"]
-            if cfg.normalize_advantages:
-                a = (a - a.mean()) / (a.std() + 1e-8)
-            if cfg.drift == "ppo":
-                drift = ppo_drift(ratio, a, c.clip_eps)
-            else:
-                drift = meta_drift(cfg.drift, c.drift_params, ratio, a, c.clip_eps, progress)
-            policy_loss = -jnp.mean(ratio * a - drift)
-            v = critic.apply(critic_p, obs, 1)
-            value_loss = 0.5 * (v - mb["target"]) ** 2
-            if cfg.clip_value:
-                v_clipped = mb["value"] + jnp.clip(v - mb["value"], -c.vf_clip_eps, c.vf_clip_eps)
-                value_loss = jnp.maximum(value_loss, 0.5 * (v_clipped - mb["target"]) ** 2)
-            value_loss = value_loss.mean()
-            entropy = entropy.mean()
-            loss = policy_loss + c.vf_coef * value_loss - c.ent_coef * entropy
-            stats = dict(
-                loss=loss, policy_loss=policy_loss, value_loss=value_loss, entropy=entropy,
-                approx_kl=jnp.mean((ratio - 1.0) - log_ratio),
-                clip_frac=jnp.mean(jnp.abs(ratio - 1.0) > c.clip_eps),
-            )  # fmt: skip
-            return loss, stats
-
-        optimizer = make_optimizer(c)
+        progress = state.update_step.astype(jnp.float32) / cfg.num_updates
         noise = jnp.zeros(traj.logp.shape)  # only the tanh-Gaussian entropy estimate uses noise
-        if dist == "tanh_gaussian":
+        if nets.dist == "tanh_gaussian":
             key, k_noise = jax.random.split(key)
             noise = jax.random.normal(k_noise, traj.action.shape)
-        data = dict(obs=traj.obs, action=traj.action, logp=traj.logp, adv=adv, target=targets, value=values[:-1], noise=noise)
-        if cfg.recompute_gae:
-            # Whole segments [k, num_segments]: the steps a segment needs to recompute GAE.
-            k = cfg.gae_segment
-            next_obs = jnp.where(
-                traj.done.reshape(traj.done.shape + (1,) * (traj.obs.ndim - 2)), traj.final_obs, all_obs[1:]
-            )
-            data.update(next_obs=next_obs, reward=traj.reward, terminated=traj.terminated, done=traj.done)
-            for name in ("adv", "target"):
-                del data[name]
+        data = dict(obs=traj.obs, action=traj.action, logp=traj.logp, adv=adv, target=targets, value=values[:-1],
+                    noise=noise)  # fmt: skip
+        units = minibatching.arrange(data, traj, last_obs)
 
-            def to_segments(x):  # [T, B, ...] -> [k, T/k * B, ...]
-                x = x.reshape((cfg.num_steps // k, k) + x.shape[1:])
-                return jnp.swapaxes(x, 0, 1).reshape((k, -1) + x.shape[3:])
+        def loss(actor_critic, mb):
+            mb = minibatching.prepare(params, actor_critic, mb, c)
+            return ppo_loss(nets, cfg, c, params, actor_critic, mb, drift, progress)
 
-            data = jax.tree.map(to_segments, data)
-            num_units = batch_size // k
-
-            def take(x, perm):  # -> [num_minibatches, k, segments per minibatch, ...]
-                x = x[:, perm].reshape((k, cfg.num_minibatches, -1) + x.shape[2:])
-                return jnp.swapaxes(x, 0, 1)
-        else:
-            data = jax.tree.map(lambda x: x.reshape((batch_size,) + x.shape[2:]), data)
-            num_units = batch_size
-
-            def take(x, perm):  # -> [num_minibatches, samples per minibatch, ...]
-                return x[perm].reshape((cfg.num_minibatches, -1) + x.shape[1:])
-
-        def epoch(carry, _):
-            actor_critic, opt_state, key = carry
-            key, k_perm = jax.random.split(key)
-            perm = jax.random.permutation(k_perm, num_units)
-            minibatches = jax.tree.map(lambda x: take(x, perm), data)
-
-            def minibatch_step(carry, mb):
-                actor_critic, opt_state = carry
-                grads, stats = jax.grad(loss_fn, has_aux=True)(actor_critic, mb)
-                updates, opt_state = optimizer.update(grads, opt_state, actor_critic)
-                return (optax.apply_updates(actor_critic, updates), opt_state), stats
-
-            (actor_critic, opt_state), stats = jax.lax.scan(minibatch_step, (actor_critic, opt_state), minibatches)
-            return (actor_critic, opt_state, key), stats
-
-        (actor_critic, opt_state, key), stats = jax.lax.scan(
-            epoch, ((params.actor, params.critic), state.opt_state, key), None, cfg.update_epochs
-        )
+        (actor_critic, opt_state, key), stats = learn_step(
+            loss, make_optimizer(cfg, c), (params.actor, params.critic), state.opt_state, key, units,
+            minibatching.minibatches, cfg.update_epochs,
+        )  # fmt: skip
         # By default observation statistics advance after learning, so every log-prob and
         # value of this update was computed under the statistics the rollout used.
         obs_stats = params.obs_stats
@@ -427,22 +570,10 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None) -> Agent:
         metrics.update(env_steps=env_steps, episode_return=episode_return, episodes=episodes)
         return new_state, metrics
 
-    # -- acting ----------------------------------------------------------------------
-    def act(params: PPOParams, obs, key, c: PPOConfig, deterministic: bool = True):
-        """One unbatched observation -> one env action."""
-        out = actor.apply(params.actor, observe(params, obs[None]), 1)
-        if dist == "categorical":
-            return jnp.argmax(out[0]) if deterministic else D.categorical_sample(key, out[0])
-        mean, log_std = out[0][0], out[1][0]
-        u = mean if deterministic else D.gaussian_sample(key, mean, log_std)
-        if dist == "gaussian":
-            return jnp.clip(u, low, high)
-        return low + (jnp.tanh(u) + 1.0) * 0.5 * (high - low)
-
     return Agent(
         init=init,
         update=update,
-        act=act,
+        act=lambda params, obs, key, c, deterministic=True: act(nets, params, obs, key, deterministic),
         policy_params=lambda s: s.params,
         num_updates=lambda c: c.num_updates,
     )

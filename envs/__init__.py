@@ -6,6 +6,6 @@
 """
 
 from rlx.envs.core import Box, Discrete, Environment
-from rlx.envs.registry import check_name, make, names
+from rlx.envs.registry import check_name, make, names, register
 
-__all__ = ["Box", "Discrete", "Environment", "make", "names", "check_name"]
+__all__ = ["Box", "Discrete", "Environment", "make", "names", "check_name", "register"]

@@ -145,7 +145,24 @@ def _own_envs() -> dict[str, Callable[..., tuple[Any, Any]]]:
                 raise
             continue
         table.update(getattr(mod, "ENVS", {}))
+    table.update(_REGISTERED)
     return table
+
+
+_REGISTERED: dict[str, Callable[..., tuple[Any, Any]]] = {}
+
+
+def register(name: str, factory: Callable[..., tuple[Any, Any]]) -> None:
+    """Add an env suite's env: `factory(**kwargs) -> (env, params)` under `name`
+    (`<family>/<id>`, a family other than gymnax/ and brax/). `make`, `names` and
+    `rlx list` see it at once; a name already taken by another factory is refused."""
+    family, sep, env_id = name.partition("/")
+    if not sep or not family or not env_id or family in ("gymnax", "brax"):
+        raise ValueError(f"env name {name!r} is invalid: it must look like FAMILY/ID, with a family of its own.")
+    old = _own_envs().get(name)
+    if old is not None and old is not factory:
+        raise ValueError(f"env {name!r} is already registered (by {getattr(old, '__module__', old)}).")
+    _REGISTERED[name] = factory
 
 
 def names() -> list[str]:

@@ -22,17 +22,7 @@ import sys
 import time
 from typing import Any
 
-# algorithm name -> (module, config class, presets {name: factory or None for the default})
-ALGORITHMS: dict[str, tuple[str, str, dict[str, str | None]]] = {
-    "ppo": ("rlx.agents.ppo", "PPOConfig", {"default": None, "brax": "brax_config"}),
-    "sac": ("rlx.agents.sac", "SACConfig", {"default": None, "brax": "brax_config"}),
-    "dqn": ("rlx.agents.dqn", "DQNConfig", {"default": None}),
-    "c51": ("rlx.agents.dqn", "C51Config", {"default": None}),
-    "qrdqn": ("rlx.agents.dqn", "QRDQNConfig", {"default": None}),
-}
-
-
-LAUNCHERS = ("local", "slurm", "ray")
+from rlx.launchers import LAUNCHERS, LauncherError
 
 
 def _set_platform_flags() -> None:
@@ -79,15 +69,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _algorithm(name: str):
-    if name not in ALGORITHMS:
-        import difflib
+    """`(module, config class, registry entry)` of an algorithm `rlx train` can run."""
+    from rlx import registry
 
-        close = difflib.get_close_matches(name, list(ALGORITHMS), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise CLIError(f"unknown algorithm {name!r}.{hint} Accepted values: {', '.join(ALGORITHMS)}.")
-    module_name, cls_name, presets = ALGORITHMS[name]
-    module = importlib.import_module(module_name)
-    return module, getattr(module, cls_name), presets
+    try:
+        entry = registry.get(name)
+    except KeyError as e:
+        raise CLIError(e.args[0]) from None
+    if entry.kind != "agent":
+        raise CLIError(f"{name} is not trained by `rlx train`: run it with `{entry.command}`.")
+    module, config_cls, _ = entry.load()
+    return module, config_cls, entry
+
+
+def _flag_given(flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in _RUN.get("argv", []))
+
+
+def _agent_names() -> str:
+    from rlx import registry
+
+    return ", ".join(registry.names("agent"))
 
 
 def _field_flag(name: str) -> str:
@@ -101,7 +103,7 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
     p.commands = {}
     for command in ("train", "sweep"):
         s = p.commands[command] = sub.add_parser(command, help=f"{command} an agent (a population of seeds{' x a grid' * (command == 'sweep')})")
-        s.add_argument("algo", nargs="?", help=f"one of: {', '.join(ALGORITHMS)}")
+        s.add_argument("algo", nargs="?", help=f"one of: {_agent_names()} (see `rlx list`)")
         s.add_argument("--env", help="environment name, e.g. gymnax/CartPole-v1 (see `rlx list`)")
         s.add_argument("--env-kwargs", nargs="*", default=[], metavar="KEY=VALUE", help="arguments for envs.make, e.g. backend=spring")
         s.add_argument("--seeds", type=_positive_int, default=8 if command == "train" else 4, help="seeds 0..N-1 (default: %(default)s)")
@@ -261,7 +263,7 @@ def _describe(e: BaseException) -> tuple[str, int]:
     from rlx.errors import Interrupted, RunError
 
     text = str(e).strip() or e.__class__.__name__
-    if isinstance(e, CLIError):
+    if isinstance(e, (CLIError, LauncherError)):
         return text, 2
     if isinstance(e, Interrupted):
         d = _RUN["dir"]
@@ -323,7 +325,7 @@ def _main(argv: list[str]) -> int:
         _check_resume_flags(argv, config_cls, resume_spec, args.resume)
         args.algo = resume_spec["algo"]
     if not args.algo:
-        raise CLIError(f"name an algorithm: {', '.join(ALGORITHMS)}")
+        raise CLIError(f"name an algorithm: {_agent_names()}")
     if args.command == "sweep" and resume_spec is None:
         groups = _static_groups(args, argv)
         if groups is not None:  # several programs: one process per group, this one only launches
@@ -401,9 +403,14 @@ def _check_resume_flags(argv: list[str], config_cls: Any, spec: dict, rdir: str)
 
 
 def _list() -> int:
-    from rlx import envs
+    from rlx import envs, registry
 
-    print("algorithms:", ", ".join(ALGORITHMS))
+    print("algorithms (rlx train NAME; rlx train NAME --help for its fields):")
+    for name, entry in registry.entries().items():
+        presets = f" [presets: {', '.join(entry.presets)}]" if len(entry.presets) > 1 else ""
+        print(f"  {name:<10} {entry.summary}{presets}")
+        if entry.kind != "agent":
+            print(f"  {'':<10} run: {entry.command}")
     print("environments:")
     for name in envs.names():
         print("  " + name)
@@ -414,11 +421,10 @@ def _config(args: argparse.Namespace, algo: str) -> Any:
     """The config of `algo` from --preset, field flags and --set (validated; no jax arrays)."""
     from rlx import config as config_lib
 
-    module, config_cls, presets = _algorithm(algo)
-    if args.preset not in presets:
-        raise CLIError(f"--preset {args.preset!r} is invalid for {algo}: accepted values are {', '.join(presets)}.")
-    factory = presets[args.preset]
-    cfg = getattr(module, factory)() if factory else config_cls()
+    module, config_cls, entry = _algorithm(algo)
+    if args.preset not in entry.presets:
+        raise CLIError(f"--preset {args.preset!r} is invalid for {algo}: accepted values are {', '.join(entry.presets)}.")
+    cfg = entry.make_config(args.preset)
     field_values = {k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None}
     return config_lib.apply_overrides(cfg, {**field_values, **_kv(args.set, "--set")})
 
@@ -532,7 +538,7 @@ def _run_groups(args: argparse.Namespace, groups: list[dict]) -> int:
     for g in groups:
         print(f"  {g['label']}: rlx {' '.join(g['argv'])}")
     commands = [[sys.executable, "-m", "rlx.cli"] + g["argv"] for g in groups]
-    codes = LAUNCH[args.launcher](commands, out, launcher_kwargs)
+    codes = LAUNCHERS[args.launcher](commands, out, launcher_kwargs)
     from rlx.logging import write_json
 
     for g, code in zip(groups, codes):
@@ -545,56 +551,6 @@ def _run_groups(args: argparse.Namespace, groups: list[dict]) -> int:
         print(f"rlx: failed groups: {', '.join(failed)} (see their directories)", file=sys.stderr)
         return 1
     return 0
-
-
-def _launch_local(commands: list[list[str]], out: str, kwargs: dict) -> list[int]:
-    """One group after another on this machine (each a fresh process: one compile each)."""
-    import subprocess
-
-    if kwargs:
-        raise CLIError(f"the local launcher takes no --launcher-kwargs (got {', '.join(kwargs)}).")
-    return [subprocess.run(cmd).returncode for cmd in commands]
-
-
-def _launch_slurm(commands: list[list[str]], out: str, kwargs: dict) -> list[int]:
-    """Every group as a SLURM job through submitit; waits for all of them."""
-    try:
-        import submitit
-    except ImportError:
-        raise CLIError("--launcher slurm needs submitit: pip install submitit") from None
-    executor = submitit.AutoExecutor(folder=os.path.join(out, "submitit"))
-    executor.update_parameters(**kwargs)
-    jobs = [executor.submit(submitit.helpers.CommandFunction(cmd, cwd=os.getcwd())) for cmd in commands]
-    print("rlx: submitted SLURM jobs " + ", ".join(str(j.job_id) for j in jobs))
-    codes = []
-    for job in jobs:
-        try:
-            job.result()
-            codes.append(0)
-        except Exception as e:  # a failed group must not lose the others' results
-            print(f"rlx: job {job.job_id} failed: {e}", file=sys.stderr)
-            codes.append(1)
-    return codes
-
-
-def _launch_ray(commands: list[list[str]], out: str, kwargs: dict) -> list[int]:
-    """Every group as a Ray task (on the cluster at RAY_ADDRESS, or a local one)."""
-    try:
-        import ray
-    except ImportError:
-        raise CLIError("--launcher ray needs ray: pip install 'ray[default]'") from None
-    import subprocess
-
-    ray.init(ignore_reinit_error=True)
-
-    def run(cmd, cwd):
-        return subprocess.run(cmd, cwd=cwd).returncode
-
-    task = ray.remote(run).options(**kwargs)
-    return list(ray.get([task.remote(cmd, os.getcwd()) for cmd in commands]))
-
-
-LAUNCH = {"local": _launch_local, "slurm": _launch_slurm, "ray": _launch_ray}
 
 
 def _merge_group_metrics(groups: list[dict], path: str) -> int:
@@ -652,7 +608,7 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
     from rlx import config as config_lib
     from rlx import envs
 
-    module, config_cls, presets = _algorithm(args.algo)
+    module, config_cls, entry = _algorithm(args.algo)
     # -- everything below up to Runner.run only builds and validates: no compilation.
     if spec is not None:
         env_name, env_kwargs = spec["env"], spec["env_kwargs"]
@@ -679,6 +635,10 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         chunks, population_mode, preset = args.chunks, args.population_mode, args.preset
         map_batch_size = args.map_batch_size
         eval_episodes, eval_every = args.eval_episodes, args.eval_every
+        if not entry.plain_evaluation and (eval_every or _flag_given("--eval-episodes")):
+            raise CLIError(f"{args.algo} is not evaluated by plain greedy episodes: {entry.evaluation_note}")
+        if not entry.plain_evaluation:
+            eval_episodes = 0
     if eval_every and not eval_episodes:
         raise CLIError("--eval-every needs --eval-episodes >= 1.")
 
@@ -698,7 +658,7 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         devices = str(stored) if stored <= len(jax.devices()) else "auto"
     n_dev = pop_lib.default_devices(size) if devices == "auto" else int(devices)
     pop_lib.check_devices(size, n_dev)
-    agent = module.make_agent(env, cfg)
+    agent = getattr(module, entry.builder)(env, cfg)
     num_updates = agent.num_updates(cfg)
     chunk_updates = max(1, -(-num_updates // chunks))
     run_spec = dict(algo=args.algo, env=env_name, env_kwargs=env_kwargs, seeds=seeds, grid=grid, chunks=chunks,
@@ -761,10 +721,16 @@ def _finish(args, agent, env, env_params, pop, result, out_dir, env_name, mesh, 
     members = np.unique(data["member"]).astype(int)
     x = np.stack([data["env_steps"][data["member"] == m] for m in members])
     y = np.stack([data["episode_return"][data["member"] == m] for m in members])
+    ylabel = "episode return"
+    if y.ndim == 3:  # vector rewards [M, U, d]: the curve shows each member's preference-weighted return
+        weights = np.asarray(getattr(pop.cfg, "weights", np.full(y.shape[-1], 1.0 / y.shape[-1])), float)
+        y = np.einsum("mud,md->mu", y, np.broadcast_to(weights, (y.shape[0], y.shape[-1])))
+        ylabel = "weighted episode return (weights · return)"
     swept = [k for k in pop.members[0] if k not in ("member", "seed")]
     groups = [", ".join(f"{k}={m[k]}" for k in swept) for m in pop.members] if swept else None
-    learning_curve(os.path.join(out_dir, "learning_curve.png"), x, y, groups, title=f"{args.algo} on {env_name}")
-    if "eval_return" in data and np.isfinite(data["eval_return"]).any():
+    learning_curve(os.path.join(out_dir, "learning_curve.png"), x, y, groups, title=f"{args.algo} on {env_name}",
+                   ylabel=ylabel)  # fmt: skip
+    if "eval_return" in data and data["eval_return"].ndim == 1 and np.isfinite(data["eval_return"]).any():
         ye = np.stack([data["eval_return"][data["member"] == m] for m in members])
         keep = np.isfinite(ye).all(0)
         learning_curve(os.path.join(out_dir, "eval_curve.png"), x[:, keep], ye[:, keep], groups,

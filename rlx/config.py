@@ -253,6 +253,8 @@ def _parse_value(text: str, default: Any) -> Any:
             return float(text)
         except ValueError:
             raise ConfigError(f"could not parse {text!r} as a float") from None
+    if isinstance(default, np.ndarray) and default.ndim == 1:  # a vector field, e.g. MO-PPO's weights
+        default = tuple(default.tolist())
     if isinstance(default, tuple):
         items = [t for t in text.replace("(", "").replace(")", "").split(",") if t.strip()]
         elem = default[0] if default else 0

@@ -132,14 +132,19 @@ def _fmt(x: Any) -> Any:
 
 
 def read_metrics(path: str) -> dict[str, np.ndarray]:
-    """Read `metrics.csv` back as columns (float where possible)."""
+    """Read `metrics.csv` back as columns: float `[rows]` where possible, `[rows, d]` for
+    vector metrics (written as `a;b;...`), else strings."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     out: dict[str, np.ndarray] = {}
     for key in rows[0] if rows else []:
         values = [r[key] for r in rows]
         try:
-            out[key] = np.asarray([float(v) if v != "" else np.nan for v in values])
+            if any(";" in v for v in values):
+                width = max(v.count(";") + 1 for v in values)
+                out[key] = np.asarray([[float(x) for x in v.split(";")] if v else [np.nan] * width for v in values])
+            else:
+                out[key] = np.asarray([float(v) if v != "" else np.nan for v in values])
         except ValueError:
             out[key] = np.asarray(values)
     return out

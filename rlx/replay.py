@@ -185,26 +185,15 @@ def collect(
     num_steps: int,
     to_env: Callable[[jax.Array], jax.Array] | None = None,
 ) -> tuple[tuple, Transition]:
-    """`num_steps` steps of a batch of `B` auto-resetting envs in one `lax.scan`.
+    """`rlx.rollout.collect` keeping replay `Transition`s (leaves `[T, B, ...]`, with
+    `next_obs` the true next observation). `policy(obs, key) -> action` is what is
+    stored; `to_env` maps it to the env's action (default: as is)."""
+    from rlx import rollout
 
-    carry: `(env_state [B], obs [B, ...], key)`; `policy(obs [B, ...], key) -> action
-    [B, ...]` is what is stored; `to_env` maps it to the env's action (default: as is).
-    Returns the new carry and the rollout, a `Transition` with leaves `[T, B, ...]`
-    whose `next_obs` is the true next observation (`info["final_obs"]`).
-    """
-    num_envs = jax.tree.leaves(carry[1])[0].shape[0]
+    def keep(step: rollout.Step) -> Transition:
+        return Transition(step.obs, step.action, step.reward, step.final_obs, step.terminated, step.truncated)
 
-    def step(carry, _):
-        env_state, obs, key = carry
-        key, k_act, k_env = jax.random.split(key, 3)
-        action = policy(obs, k_act)
-        env_action = action if to_env is None else to_env(action)
-        next_obs, env_state, reward, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(
-            jax.random.split(k_env, num_envs), env_state, env_action, env_params
-        )
-        return (env_state, next_obs, key), Transition(obs, action, reward, info["final_obs"], term, trunc)
-
-    return jax.lax.scan(step, carry, None, num_steps)
+    return rollout.collect(env, env_params, carry, policy, num_steps, keep, to_env)
 
 
 def add_rollout(state: ReplayState, traj: Any) -> ReplayState:

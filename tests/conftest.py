@@ -32,3 +32,15 @@ def tiny_ppo(cartpole):
 
 def pytest_configure(config):
     assert len(jax.devices()) == 8, "tests expect 8 fake CPU devices; was jax imported before conftest?"
+
+
+# Notebooks run top to bottom under nbmake; the default suite keeps one (it exercises the
+# injected-drift path of PPO and the ES meta-trainer), the rest run with -m slow.
+DEFAULT_NOTEBOOKS = {"meta_learning.ipynb"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if str(item.fspath).endswith(".ipynb") and os.path.basename(str(item.fspath)) not in DEFAULT_NOTEBOOKS:
+            item.add_marker(pytest.mark.slow)
+

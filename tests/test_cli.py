@@ -55,7 +55,7 @@ def test_sweep_over_a_traced_field(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "pppo", "--env", "gymnax/CartPole-v1"], r"unknown algorithm 'pppo'\. Did you mean ppo\?"),
+        (["train", "pppo", "--env", "gymnax/CartPole-v1"], r"unknown algorithm 'pppo'\. Did you mean ppo, moppo\?"),
         (["train", "ppo", "--env", "gymnax/CartPol-v1"], r"unknown environment 'gymnax/CartPol-v1'\. Did you mean: gymnax/CartPole-v1"),
         (["train", "ppo", "--env", "gymnax/CartPole-v1", "--lr", "-1"], r"PPOConfig\.lr = -1\.0 is invalid: it must be > 0"),
         (["train", "ppo", "--env", "gymnax/CartPole-v1", "--num-minibatches", "3"], r"num_minibatches = 3 is invalid: it must divide"),

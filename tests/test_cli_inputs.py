@@ -21,7 +21,7 @@ CASES = [
     # the command itself
     ("no-command", [], r"required: command"),
     ("unknown-command", ["trian"], r"invalid choice: 'trian'"),
-    ("unknown-algo", ["train", "pppo", "--env", "gymnax/CartPole-v1"], r"unknown algorithm 'pppo'\. Did you mean ppo\?"),
+    ("unknown-algo", ["train", "pppo", "--env", "gymnax/CartPole-v1"], r"unknown algorithm 'pppo'\. Did you mean ppo, moppo\?"),
     ("no-algo", ["train", "--env", "gymnax/CartPole-v1"], r"name an algorithm"),
     ("no-env", ["train", "ppo"], r"--env is required"),
     ("unknown-env", PPO[:2] + ["--env", "gymnax/CartPol-v1"], r"unknown environment 'gymnax/CartPol-v1'"),
@@ -163,4 +163,4 @@ def test_a_broken_pipe_exits_quietly(tmp_path):
 
     code = "import sys; from rlx import cli; raise SystemExit(cli.main(['list']))"
     done = subprocess.run(f"{sys.executable} -c \"{code}\" | head -1", shell=True, capture_output=True, text=True)
-    assert done.stdout.startswith("algorithms:") and "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
+    assert done.stdout.startswith("algorithms") and "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr

@@ -292,11 +292,12 @@ def test_gym_lpg_vmapped_seeds_equal_seeds_one_by_one(gym_ta):
 
 @pytest.mark.parametrize("env_id", ["gymnax/Acrobot-v1", "gymnax/Breakout-MinAtar"])
 def test_gym_lpg_shapes_on_other_envs(env_id):
-    """Traced only (no compile): 6-d Acrobot and [10, 10, 4] MinAtar observations are flattened."""
+    """Traced only (no compile): 6-d Acrobot and [10, 10, 4] MinAtar observations (flattened
+    for the networks; the state keeps them as the env gives them)."""
     env, env_params = envs.make(env_id)
     cfg = lpg_gym.LPGGymConfig(**GYM, lpg_params=lpg.init_params(hidden=8, y_bins=4, phi_hidden=4))
     state, m = jax.eval_shape(lpg_gym.make_train(env, cfg), jax.random.key(0), cfg, env_params)
-    assert m["episode_return"].shape == (4,) and state.obs.shape == (2, int(np.prod(env.observation_space().shape)))
+    assert m["episode_return"].shape == (4,) and state.obs.shape == (2,) + tuple(env.observation_space().shape)
 
 
 def test_meta_test_runs_a2c_and_a_saved_lpg_on_gymnax(tmp_path):

@@ -128,18 +128,28 @@ def test_lpo_ppo_init_with_zero_head_is_ppo_loss_and_gradient_exactly():
     assert float(jnp.abs(bug - ppo.ppo_drift(r, adv, 0.2)).max()) > 0.1
 
 
-def test_drift_params_are_validated_before_compiling():
+def test_drift_params_are_validated_before_compiling(cartpole):
+    env, _ = cartpole
+
+    def build(**fields):
+        return drifts.make_agent(env, ppo.PPOConfig(**fields))
+
     with pytest.raises(ValueError, match="no biases"):
-        ppo.PPOConfig(drift="lpo", drift_params={"w1": jnp.zeros((8, 4)), "b1": jnp.zeros(4), "w2": jnp.zeros((4, 1))})
+        build(drift="lpo", drift_params={"w1": jnp.zeros((8, 4)), "b1": jnp.zeros(4), "w2": jnp.zeros((4, 1))})
     with pytest.raises(ValueError, match="init_params"):
-        ppo.PPOConfig(drift="lpo")
+        build(drift="lpo")
     with pytest.raises(ValueError, match=r"w1 \[..., 16, H\]"):
-        ppo.PPOConfig(drift="ta_lpo", drift_params=drifts.init_params("lpo"))
+        build(drift="ta_lpo", drift_params=drifts.init_params("lpo"))
     with pytest.raises(ValueError, match="must be None"):
-        ppo.PPOConfig(drift_params={"alpha": 1.0})
+        build(drift_params={"alpha": 1.0})
     with pytest.raises(ValueError, match="accepted values"):
-        ppo.PPOConfig(drift="clip")
-    ppo.PPOConfig(drift="dpo")  # DPO's defaults need no parameters
+        build(drift="clip")
+    build(drift="dpo")  # DPO's defaults need no parameters
+    # Core PPO knows no learned drift: it asks for the function instead of importing it.
+    with pytest.raises(ValueError, match=r"PPOConfig.drift = 'lpo' needs its drift function: .*drifts.make_agent"):
+        ppo.make_agent(env, ppo.PPOConfig(drift="lpo", drift_params=drifts.init_params("lpo")))
+    with pytest.raises(ValueError, match=r"PPOConfig.drift_params must be None"):
+        ppo.make_agent(env, ppo.PPOConfig(drift_params={"alpha": 1.0}))
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +157,7 @@ def lpo_tiny(cartpole):
     env, env_params = cartpole
     params = drifts.init_params("lpo_ppo_init", jax.random.key(0), hidden=8)
     cfg = ppo.PPOConfig(**TINY_PPO, drift="lpo_ppo_init", drift_params=params)
-    agent = ppo.make_agent(env, cfg)
+    agent = drifts.make_agent(env, cfg)
     return agent, cfg, env_params, jax.jit(make_train(agent, cfg))  # one compile for the file
 
 

@@ -1,0 +1,11 @@
+"""Meta-learned objectives: drifts (`drifts`: DPO, LPO, TA-LPO), LPG (`lpg`, `lpg_gym`),
+the evolution-strategies meta-trainer (`es`), meta-testing (`meta_test`) and GROOVE."""
+
+from rlx.registry import Algorithm, register
+
+register(Algorithm("dpo", "PPO with DPO's closed-form drift (Lu et al. 2022) in place of the clip",
+                   "rlx.agents.meta.drifts", "PPOConfig", presets={"default": "dpo_config"}, family="meta",
+                   command="rlx train dpo --env gymnax/CartPole-v1"))  # fmt: skip
+register(Algorithm("meta-test", "train PPO with saved learned drifts (LPO, TA-LPO) or LPG rules, side by side",
+                   "rlx.agents.meta.meta_test", builder="main", family="meta", kind="trainer",
+                   command="python -m rlx.agents.meta.meta_test --drift ppo --drift dpo --env gymnax/Acrobot-v1"))  # fmt: skip

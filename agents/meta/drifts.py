@@ -36,10 +36,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-# PPO's drift and the list of kinds live with PPO (its config validates `drift`).
-from rlx.agents.ppo import DRIFTS as KINDS
-from rlx.agents.ppo import ppo_drift
+from rlx.agents import ppo
+from rlx.agents.ppo import PPOConfig, ppo_drift  # noqa: F401  (PPOConfig: the registry entry "dpo")
+from rlx.types import Agent
 
+KINDS = ("ppo", "dpo", "lpo", "lpo_ppo_init", "ta_lpo", "ta_lpo_ppo_init")
 LEARNED = ("lpo", "lpo_ppo_init", "ta_lpo", "ta_lpo_ppo_init")
 DELTA = 1e-4  # the LPO offset that makes D ≡ 0 near r = 1
 DPO_DEFAULTS = {"alpha": 2.0, "beta": 0.6}
@@ -172,8 +173,29 @@ def check_params(kind: str, params: Any, owner: str = "drift_params") -> None:
         )
 
 
+ppo.DRIFT_CHECKS.update(dict.fromkeys(KINDS, check_params))
+
+
 def _describe(tree: Any) -> str:
     if isinstance(tree, dict):
         return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in tree.items()) + "}"
     shape = getattr(tree, "shape", None)
     return f"array{tuple(shape)}" if shape is not None else repr(tree)
+
+
+def make_agent(env: Any, cfg: ppo.PPOConfig) -> Agent:
+    """PPO with the drift `cfg.drift` (any of `KINDS`) on `cfg.drift_params`, injected
+    into `rlx.agents.ppo.make_agent`."""
+    check_params(cfg.drift, cfg.drift_params, "PPOConfig.drift_params")
+    kind = cfg.drift
+
+    def injected(ratio, adv, c, progress):
+        return drift(kind, c.drift_params, ratio, adv, c.clip_eps, progress)
+
+    return ppo.make_agent(env, cfg, drift=None if kind == "ppo" else injected)
+
+
+
+def dpo_config(**overrides: Any) -> ppo.PPOConfig:
+    """PPO's defaults with DPO's drift (α = 2, β = 0.6 unless `drift_params` is given)."""
+    return ppo.PPOConfig(**{"drift": "dpo", **overrides})

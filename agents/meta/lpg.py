@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlx import rollout as rollout_lib
 from rlx.config import config, static, traced
 from rlx.envs import meta_grid as mg
 from rlx.returns import gae
@@ -211,15 +212,17 @@ class Rollout(NamedTuple):
 
 
 def rollout(state: AgentState, env: mg.MetaGrid, cfg: LPGConfig, level: mg.Level) -> tuple[AgentState, Rollout]:
-    def step(carry, _):
-        env_state, obs, key = carry
-        key, k_act, k_env = jax.random.split(key, 3)
-        action = jax.random.categorical(k_act, _mlp(state.params["pi"], obs))
-        keys = jax.random.split(k_env, cfg.num_envs)
-        nobs, env_state, r, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(keys, env_state, action, level)
-        return (env_state, nobs, key), Rollout(obs, action, r, term, term | trunc, info["final_obs"])
+    """`cfg.num_steps` steps of the agent's envs on `level`: the new state and `[T, B]` leaves."""
 
-    (env_state, obs, key), traj = jax.lax.scan(step, (state.env_state, state.obs, state.key), None, cfg.num_steps)
+    def policy(obs, key):
+        return jax.random.categorical(key, _mlp(state.params["pi"], obs))
+
+    def keep(step: rollout_lib.Step) -> Rollout:
+        done = step.terminated | step.truncated
+        return Rollout(step.obs, step.action, step.reward, step.terminated, done, step.final_obs)
+
+    carry = (state.env_state, state.obs, state.key)
+    (env_state, obs, key), traj = rollout_lib.collect(env, level, carry, policy, cfg.num_steps, keep)
     return state._replace(env_state=env_state, obs=obs, key=key), traj
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rlx import rollout
 from rlx.agents.meta import lpg
 from rlx.config import config, static, traced
 from rlx.envs.wrappers import EpisodeStats, episode_summary, is_discrete
@@ -99,7 +100,7 @@ class GymState(NamedTuple):
     params: dict  # {"torso": [(w, b), ...], "pi": (w, b), "y": (w, b)} (A2C: "y" is the value head on "critic")
     opt_state: Any
     env_state: Any  # [B], with episode statistics
-    obs: jax.Array  # [B, obs_dim], flattened
+    obs: jax.Array  # [B, *obs_shape], as the env gives it
     key: jax.Array
     update_step: jax.Array  # int32: updates done so far
     env_steps: jax.Array  # int32
@@ -167,23 +168,23 @@ def make_agent(env: Any, cfg: LPGGymConfig) -> Agent:
         params = init_params(k_net)
         obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
         zero = jnp.zeros((), jnp.int32)
-        return GymState(params, make_optimizer(c).init(params), env_state, flat(obs, 1), key, zero, zero)
+        return GymState(params, make_optimizer(c).init(params), env_state, obs, key, zero, zero)
 
     def update(state: GymState, c: LPGGymConfig, env_params):
         params = state.params
 
-        def env_step(carry, _):
-            env_state, obs, key = carry
-            key, k_act, k_env = jax.random.split(key, 3)
-            action = jax.random.categorical(k_act, forward(params, obs)[0])
-            keys = jax.random.split(k_env, cfg.num_envs)
-            nobs, env_state, reward, term, trunc, info = jax.vmap(env.step, (0, 0, 0, None))(keys, env_state, action, env_params)
-            nobs, done = flat(nobs, 1), term | trunc
+        def keep(step: rollout.Step) -> lpg.Rollout:
+            done = step.terminated | step.truncated
             # The true next observation: the finished episode's last one where it ended.
-            true_next = jnp.where(done[:, None], flat(info["final_obs"], 1), nobs)
-            return (env_state, nobs, key), lpg.Rollout(obs, action, reward, term, done, true_next)
+            true_next = jnp.where(done[:, None], flat(step.final_obs, 1), flat(step.next_obs, 1))
+            return lpg.Rollout(flat(step.obs, 1), step.action, step.reward, step.terminated, done, true_next)
 
-        (env_state, obs, key), traj = jax.lax.scan(env_step, (state.env_state, state.obs, state.key), None, cfg.num_steps)
+        def policy(obs, key):
+            return jax.random.categorical(key, forward(params, flat(obs, 1))[0])
+
+        (env_state, obs, key), traj = rollout.collect(
+            env, env_params, (state.env_state, state.obs, state.key), policy, cfg.num_steps, keep
+        )
         progress = state.update_step.astype(jnp.float32) / num_updates
         grads, info = jax.grad(loss_fn, has_aux=True)(params, traj, c, progress, jnp.float32(num_updates), forward)
         updates, opt_state = make_optimizer(c).update(grads, state.opt_state, params)

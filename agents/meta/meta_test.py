@@ -163,7 +163,7 @@ def run_drift(
         agent = lpg_gym.make_agent(env, cfg)
     else:
         cfg = preset(env_id, **(overrides or {}), total_steps=int(total_steps), drift=drift.kind, drift_params=drift.params)
-        agent = ppo.make_agent(env, cfg)
+        agent = drifts.make_agent(env, cfg)
     pop = pop_lib.make_population(cfg, seeds=seeds)
     n = pop_lib.default_devices(seeds) if devices is None else devices
     mesh = pop_lib.make_mesh(n)

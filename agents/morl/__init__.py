@@ -1,0 +1,8 @@
+"""Multi-objective RL: MO-PPO (`moppo`), C-MORL (`cmorl`), Pareto tools (`pareto`,
+`indicators`) and hyperparameter optimisation for MORL (`hpo`)."""
+
+from rlx.registry import Algorithm, register
+
+register(Algorithm("moppo", "MO-PPO: PPO with a vector critic and a scalarised advantage (one preference)",
+                   "rlx.agents.morl.moppo", "MOPPOConfig", presets={"default": "two_objective_config"}, family="morl",
+                   command="rlx train moppo --env rlx/deep-sea-treasure --weights 0.5,0.5"))  # fmt: skip

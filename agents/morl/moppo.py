@@ -222,3 +222,9 @@ def preference_population(cfg: MOPPOConfig, weights, seeds: int | list[int] = 1)
             keys.append(jax.random.key(seed))
             members.append({"member": len(members), "seed": seed, "weights": ";".join(f"{x:.4g}" for x in row)})
     return Population(jnp.stack(keys), stack(configs), members)
+
+
+def two_objective_config(**overrides: Any) -> MOPPOConfig:
+    """MO-PPO's defaults with equal weights on two objectives: the registry's starting
+    point for `rlx train moppo` (pass `--weights` for another preference or d)."""
+    return MOPPOConfig(**{"weights": (0.5, 0.5), **overrides})

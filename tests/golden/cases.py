@@ -148,7 +148,7 @@ def lpo_es():
     init = drifts.init_params("lpo_ppo_init", jax.random.key(SEED), hidden=8)
     cfg = ppo.PPOConfig(**TINY_PPO, drift="lpo_ppo_init", drift_params=init)
     # The final return of 6 tiny updates barely depends on the drift; the summed policy loss does.
-    train = jax.jit(make_train(ppo.make_agent(env, cfg), cfg))
+    train = jax.jit(make_train(drifts.make_agent(env, cfg), cfg))
     task = MetaTask("cartpole", train, cfg, env_params, 2.0, lambda s, m: m["policy_loss"].sum())
     es = ESConfig(population_size=4, generations=1, sigma=1.0, eval_every=0, seed=SEED)
     return _es_outputs(MetaTrainer([task], "drift_params", init, es, progress=False))

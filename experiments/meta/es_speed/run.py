@@ -54,7 +54,7 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     env, env_params = envs.make(env_id)
     init = drifts.init_params("lpo", None, hidden=128)
     cfg = preset(env_id, total_steps=s["steps"], drift="lpo", drift_params=init)
-    task = MetaTask(env_id, make_train(ppo.make_agent(env, cfg), cfg), cfg, env_params)
+    task = MetaTask(env_id, make_train(drifts.make_agent(env, cfg), cfg), cfg, env_params)
     rows = []
     for chunk in s["chunks"]:
         es = ESConfig(population_size=s["population"], generations=s["generations"], chunk=chunk, eval_every=0, sigma=0.1)

@@ -68,7 +68,7 @@ def meta_train(kind: str, s: dict, out_dir: str):
     # Random first layer, zero head: D ≡ 0 with distinct antithetic pairs (drifts.init_params).
     init = drifts.init_params(kind, jax.random.key(0), hidden=s["hidden"], zero_head=True)
     cfg = ppo.PPOConfig(**INNER, total_steps=s["steps"], drift=kind, drift_params=init)
-    task = MetaTask("cartpole", make_train(ppo.make_agent(env, cfg), cfg), cfg, env_params)
+    task = MetaTask("cartpole", make_train(drifts.make_agent(env, cfg), cfg), cfg, env_params)
     es = ESConfig(
         population_size=s["population"], generations=s["generations"], lr=s["lr"], sigma=s["sigma"],
         lr_decay=0.99, sigma_decay=0.99, eval_seeds=s["eval_seeds"],

@@ -84,7 +84,7 @@ def run(scale: str = "smoke", out_dir: str | None = None, resume: bool = False) 
     # (from all zeros, θ and -θ are the same drift; see drifts.init_params).
     init = drifts.init_params("lpo", jax.random.key(0), hidden=s["hidden"], zero_head=True)
     cfg = ppo.PPOConfig(**INNER, total_steps=s["steps"], drift="lpo", drift_params=init)
-    task = MetaTask("cartpole", make_train(ppo.make_agent(env, cfg), cfg), cfg, env_params)
+    task = MetaTask("cartpole", make_train(drifts.make_agent(env, cfg), cfg), cfg, env_params)
     es = ESConfig(
         population_size=s["population"], generations=s["generations"], lr=s["lr"], sigma=s["sigma"],
         lr_decay=0.99, sigma_decay=0.99, eval_seeds=s["eval_seeds"],
