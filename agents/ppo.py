@@ -85,7 +85,7 @@ class PPOConfig:
     adam_eps: float = traced(1e-5, "Adam's ε (PureJaxRL 1e-5; brax and optax 1e-8)", gt=0)
     reward_scale: float = traced(1.0, "rewards are multiplied by this", gt=0)
     drift: str = static(
-        "ppo", "policy drift D(r, A): ppo, or a kind of rlx.agents.meta.drifts (`rlx train lpo`) built with its make_agent"
+        "ppo", "policy drift D(r, A): ppo, or a kind of rlx.agents.meta.drifts (e.g. `rlx train dpo`), built with its make_agent"
     )
     drift_params: Any = traced(None, "parameters of the drift, a pytree read by the drift function; None for ppo")
 
@@ -468,6 +468,21 @@ def learn_step(loss: Any, optimizer: Any, actor_critic: tuple, opt_state: Any, k
 
 
 # -- the agent ---------------------------------------------------------------------------------
+def default_drift(cfg: PPOConfig) -> Any:
+    """PPO's own drift; a config naming another one must be given its function."""
+    if cfg.drift != "ppo":
+        raise ValueError(
+            f"PPOConfig.drift = {cfg.drift!r} needs its drift function: build the agent with "
+            "rlx.agents.meta.drifts.make_agent(env, cfg) (`rlx train dpo`), or pass drift=."
+        )
+    if cfg.drift_params is not None:
+        raise ValueError(
+            "PPOConfig.drift_params must be None for PPO's drift (it uses clip_eps); pass the drift "
+            "that reads them as drift=."
+        )
+    return ppo_drift_fn
+
+
 def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None, drift: Any = None, advantages: Any = None,
                minibatching: Minibatching | None = None) -> Agent:  # fmt: skip
     """Build PPO for `env` from the pieces above; the functions close over `cfg`'s static
@@ -477,7 +492,7 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None, drift: Any = Non
         the critic has one head per objective and GAE runs per objective
         (`rlx.agents.morl.moppo` builds on this).
     drift(ratio [N], adv [N], c, progress) -> [N]: D(r, A) (default PPO's clip; progress
-        is n/N, the training progress). Learned drifts: `rlx.agents.meta.drifts.make_agent`.
+        is n/N, the training progress). Other drifts: `rlx.agents.meta.drifts.make_agent`.
     advantages(traj, values [T+1, B], final_values [T, B], c) -> (adv, targets) `[T, B]`:
         default `gae_advantages` (cut every `gae_segment` steps when that is set).
     minibatching: a `Minibatching` (default shuffled samples; `segment_minibatching`
@@ -489,18 +504,7 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None, drift: Any = Non
             f"{getattr(env, 'name', env)} has reward_dim={reward_dim}: PPO needs `scalarize` exactly "
             "when rewards are vectors (use rlx.agents.morl.moppo for multi-objective envs)."
         )
-    if drift is None:
-        if cfg.drift != "ppo":
-            raise ValueError(
-                f"PPOConfig.drift = {cfg.drift!r} needs its drift function: build the agent with "
-                "rlx.agents.meta.drifts.make_agent(env, cfg) (`rlx train lpo`), or pass drift=."
-            )
-        if cfg.drift_params is not None:
-            raise ValueError(
-                "PPOConfig.drift_params must be None for PPO's drift (it uses clip_eps); pass the drift "
-                "that reads them as drift=."
-            )
-        drift = ppo_drift_fn
+    drift = default_drift(cfg) if drift is None else drift
     env = EpisodeStats(env)
     nets = make_networks(env, cfg)
     if advantages is None:

@@ -77,10 +77,9 @@ def brax_config(**overrides: Any) -> SACConfig:
     policy (ours: uniform actions) and its dropping of truncated transitions from the
     critic loss (ours bootstraps them from the true final observation).
 
-    On brax/inverted_pendulum the deterministic policy returns 1000 from about 6.6e4 env
-    steps (2 seeds). The training `episode_return` cannot show it: 1e5 steps over 128
-    envs is 781 steps per env, so no 1000-step episode ends during training and only
-    failed episodes are averaged. Judge such runs by evaluation (`--eval-every`)."""
+    With 128 envs and 1e5 steps no 1000-step episode ends during training, so the
+    training `episode_return` averages only failed episodes: judge such runs by
+    evaluation (`--eval-every`; measurements in docs/tuning-notes.md)."""
     base = dict(
         num_envs=128, rollout_steps=1, utd=0.25, total_steps=100_096, learning_starts=8192,
         buffer_size=100_000, batch_size=128, lr=6e-4, alpha_lr=6e-4, gamma=0.997, reward_scale=5.0,

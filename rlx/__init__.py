@@ -8,9 +8,8 @@ def _xla_cpu_flags() -> None:
     `RLX_XLA_CPU_FLAGS=0`.
 
     Without it, XLA copies a whole replay buffer every update when a read of the buffer
-    (a minibatch gather) and its in-place write land in the same loop body: SAC on
-    Pendulum took 0.71 ms per update at capacity 1e5 and 2.2 ms at 1e6, against 0.61
-    and 0.57 ms with it. It only takes effect if no jax backend has started yet (import
+    (a minibatch gather) and its in-place write land in the same loop body, so an update
+    costs time in proportion to the capacity (docs/tuning-notes.md). It only takes effect if no jax backend has started yet (import
     rlx before running jax code), and it changes nothing on GPU or TPU. The flag exists
     in jaxlib 0.9.2 to 0.11.2; an unknown flag would abort XLA, so newer jaxlibs are left
     alone."""
@@ -57,8 +56,7 @@ def use_every_cpu_core(count: int | None = None) -> None:
 
 def use_compile_cache(path: str | None = None) -> str:
     """Keep compiled XLA programs on disk, so that rerunning the same program (same
-    config, shapes and jax version) skips the compile: a 2-seed CartPole PPO run went
-    from 13.6 s to 3.5 s wall on CPU, its compile from 9.5 s to 1.4 s.
+    config, shapes and jax version) skips most of the compile (README, "Command line").
 
     `path` defaults to `$RLX_COMPILE_CACHE`, else `~/.cache/rlx/xla`; returns it. Call it
     before compiling anything. Off by default: on CPU, jaxlib 0.9-0.10 logs an E-level

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rlx.agents.morl import indicators as ind
-from rlx.agents.morl.pareto import pareto_filter, simplex_lattice
+from rlx.pareto import pareto_filter, simplex_lattice
 from rlx.envs import registry
 from rlx.envs.mo import ENVS
 from rlx.envs.mo.deep_sea_treasure import DeepSeaTreasure

@@ -11,7 +11,7 @@ import pytest
 from rlx import envs
 from rlx.agents.morl import cmorl, moppo
 from rlx.agents.morl import indicators as ind
-from rlx.agents.morl.pareto import non_dominated_mask
+from rlx.pareto import non_dominated_mask
 from rlx.evaluation import evaluate
 
 TINY = dict(num_envs=4, num_steps=16, num_minibatches=2, update_epochs=2, hidden=(32, 32), critic_hidden=(32, 32))

@@ -12,7 +12,7 @@ import pytest
 from rlx import envs
 from rlx.agents import ppo
 from rlx.agents.morl import moppo
-from rlx.agents.morl.pareto import simplex_lattice
+from rlx.pareto import simplex_lattice
 from rlx.evaluation import evaluate
 from rlx.returns import gae
 from rlx.testing import count_compiles

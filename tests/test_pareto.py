@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pymoo.indicators.hv import HV
 
 from rlx.agents.morl import indicators as ind
-from rlx.agents.morl.pareto import (
+from rlx.pareto import (
     archive_front,
     archive_init,
     archive_insert,

@@ -1,5 +1,6 @@
-"""Multi-objective RL: MO-PPO (`moppo`), C-MORL (`cmorl`), Pareto tools (`pareto`,
-`indicators`) and hyperparameter optimisation for MORL (`hpo`)."""
+"""Multi-objective RL: MO-PPO (`moppo`), C-MORL (`cmorl`), indicators (`indicators`)
+and hyperparameter optimisation for MORL (`hpo`). Pareto math lives in `rlx.pareto`,
+below both envs and agents."""
 
 from rlx.registry import Algorithm, register
 

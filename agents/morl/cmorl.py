@@ -42,7 +42,7 @@ import numpy as np
 from rlx import population as pop_lib
 from rlx.agents.morl import indicators as ind
 from rlx.agents.morl import moppo
-from rlx.agents.morl.pareto import (
+from rlx.pareto import (
     archive_front,
     archive_init,
     archive_insert_batch,

@@ -28,7 +28,7 @@ import numpy as np
 from rlx import population as pop_lib
 from rlx.agents.morl import indicators as ind
 from rlx.agents.morl import moppo
-from rlx.agents.morl.pareto import simplex_lattice
+from rlx.pareto import simplex_lattice
 from rlx.config import is_static, stack
 from rlx.evaluation import evaluate
 from rlx.train import make_train, over_population, resolve_population_mode

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlx.agents.morl.pareto import (
+from rlx.pareto import (
     _xp,
     check_front,
     check_ref_point,

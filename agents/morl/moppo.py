@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlx.agents import ppo
-from rlx.agents.morl.pareto import check_weights
+from rlx.pareto import check_weights
 from rlx.config import config, stack, traced
 from rlx.networks import Critic
 from rlx.population import Population

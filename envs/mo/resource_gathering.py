@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from rlx.agents.morl.pareto import pareto_filter
+from rlx.pareto import pareto_filter
 from rlx.envs.core import Box, Discrete, Environment
 from rlx.envs.mo.spec import MOSpec, lattice_spec
 from rlx.envs.registry import forwards_kwargs

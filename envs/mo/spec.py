@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from rlx.agents.morl.pareto import check_ref_point, check_weights, simplex_lattice
+from rlx.pareto import check_ref_point, check_weights, simplex_lattice
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from rlx.agents.morl.pareto import check_weights
+from rlx.pareto import check_weights
 
 
 class _Wrapper:
