@@ -29,7 +29,7 @@ BRAX_IDS = (
     "inverted_double_pendulum", "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d",
 )  # fmt: skip
 # Packages that contribute `ENVS` dicts of our own environments.
-PROVIDERS = ("rlx.envs.mo", "rlx.envs.tabular", "rlx.envs.testing")
+PROVIDERS = ("rlx.envs.mo", "rlx.envs.tabular", "rlx.envs.probe", "rlx.envs.testing")
 
 
 class EnvArgumentError(TypeError, ValueError):
