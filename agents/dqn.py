@@ -1,8 +1,8 @@
 """DQN (Mnih et al. 2015; optionally Double DQN) and its distributional heads, C51
 (Bellemare et al. 2017) and QR-DQN (Dabney et al. 2018), as one rlx agent.
 
-`head` picks the value representation and its loss (pure functions in
-`rlx.distributional`, one transition per call, vmapped over the minibatch):
+`head` picks the value representation and its loss (built from the pure functions of
+`rlx.distributional`, one transition at a time, vmapped over the minibatch):
 
     q    Q(s, ·) `[A]`;        ½ δ², δ = r + γ(1-term) Q̄(s', a*) - Q(s, a)
     c51  logits `[A, M]` over a fixed support z; cross-entropy to Π_C law(r + γ(1-term) Z̄(s', a*))
@@ -18,11 +18,17 @@ random actions, filling the replay buffer) in its own `lax.scan`. Each `update`
 collects `rollout_steps` ε-greedy steps from `num_envs` envs, stores them, and takes
 `utd * num_envs * rollout_steps` gradient steps. Truncation is not termination: the
 buffer stores the true next observation, and only `terminated` stops the bootstrap.
+
+The pieces are module-level functions that `make_agent` composes: `make_networks`,
+`epsilon_greedy` / `act`, `collect` (through `rlx.replay.collect`), the bootstrap
+`targets` per head (`q_targets`, `categorical_targets`, `quantile_targets`), the `loss`
+per head (`q_loss`, `categorical_loss`, `quantile_loss`), `dqn_loss` joining them, and
+`learn_step`. `targets` and `loss` can be replaced by passing a function.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,11 +53,7 @@ class DQNConfig(replay.ReplaySchedule):
     """DQN settings, tuned for gymnax CartPole-v1 at 5e5 env steps. Defaults follow
     PureJaxRL's CartPole DQN (10 envs, one gradient step per 10 env steps, batch 128,
     replay 1e4, target copied every 500 env steps), except that the learning rate is
-    1e-3 and annealed to 0. Measured on 8 seeds (greedy return >= 475): DQN 7/8 at lr 1e-3
-    against 3/8 at PureJaxRL's 2.5e-4. QR-DQN needs the larger rate: its quantile-Huber
-    loss has bounded gradients, so each step corrects a quantile by about lr, and at
-    2.5e-4 the max operator's overestimation, re-injected at every target sync, outpaces
-    that on some seeds (quantiles drift to ~1e4, return ~9; lr 1e-4 is worse)."""
+    1e-3 and annealed to 0 (why: docs/tuning-notes.md)."""
 
     head: str = static("q", "value head: q (DQN), c51 (categorical) or qr (quantile)", choices=HEADS)
     double_q: bool = static(False, "select the bootstrap action with the online network (Double DQN)")
@@ -92,8 +94,8 @@ class DQNConfig(replay.ReplaySchedule):
 
 @config
 class C51Config(DQNConfig):
-    """C51: DQN with a categorical head of `num_atoms` atoms on [v_min, v_max] (its
-    bounded support keeps it stable at PureJaxRL's lr: 8/8 CartPole seeds at 2.5e-4)."""
+    """C51: DQN with a categorical head of `num_atoms` atoms on [v_min, v_max]; its
+    bounded support keeps it stable at PureJaxRL's lr (docs/tuning-notes.md)."""
 
     head: str = static("c51", "value head: q (DQN), c51 (categorical) or qr (quantile)", choices=HEADS)
     lr: float = traced(2.5e-4, "Adam learning rate (annealed to 0 with anneal_lr)", gt=0)
@@ -102,11 +104,8 @@ class C51Config(DQNConfig):
 @config
 class QRDQNConfig(DQNConfig):
     """QR-DQN: DQN with a head of `num_atoms` quantiles and the quantile-Huber loss (κ 1),
-    with Double-DQN action selection by default. Greedy returns on 8 CartPole seeds at
-    5e5 steps: without double_q 5/8 seeds >= 475 (Q drifts above its bound 1/(1-γ) = 100
-    on the failing seeds); with double_q 6/8 (500, 500, 500, 500, 500, 490, 301, 160).
-    Target sync periods other than 50 gradient steps were worse with double_q: 100 gave
-    4/8 (1/8 at lr 5e-4), 25 gave 0/8."""
+    with Double-DQN action selection by default (the measurements behind the default
+    and the target sync period: docs/tuning-notes.md)."""
 
     head: str = static("qr", "value head: q (DQN), c51 (categorical) or qr (quantile)", choices=HEADS)
     double_q: bool = static(True, "select the bootstrap action with the online network (Double DQN)")
@@ -160,7 +159,215 @@ def make_optimizer(cfg: DQNConfig, c: DQNConfig) -> optax.GradientTransformation
     return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(lr))
 
 
-def learn(
+def transition_spec(obs_shape: tuple) -> Transition:
+    """Shapes and dtypes of one stored transition with observations `obs_shape`."""
+    f = jnp.float32
+    s = jax.ShapeDtypeStruct
+    return Transition(s(obs_shape, f), s((), jnp.int32), s((), f), s(obs_shape, f), s((), jnp.bool_), s((), jnp.bool_))
+
+
+def example_transition(env: Any, env_params: Any = None) -> Transition:
+    """Shapes and dtypes of one stored transition for `env`."""
+    params = env.default_params if env_params is None else env_params
+    return transition_spec(env.observation_space(params).shape)
+
+
+def buffer_bytes(env: Any, cfg: DQNConfig) -> int:
+    """Replay memory of one member: `buffer_size * transition size`. A population of P
+    members needs P times this."""
+    return replay.nbytes(example_transition(env), cfg.buffer_size)
+
+
+# -- the network and its Q-values ------------------------------------------------------------
+class DQNNetworks(NamedTuple):
+    """The Q-network and the static facts about it that every piece needs."""
+
+    network: Any  # DiscreteQNetwork: obs [N, *obs] -> [N, A] (q) or [N, A, M] (c51, qr)
+    head: str  # q | c51 | qr
+    num_actions: int  # A
+    num_atoms: int  # M (c51 atoms, qr quantiles; unused by the q head)
+    obs_shape: tuple
+    normalize_obs: bool
+
+
+def make_networks(env: Any, cfg: DQNConfig) -> DQNNetworks:
+    """The Q-network for `env`'s spaces; one line naming the problem for continuous actions."""
+    obs_space = env.observation_space(env.default_params)
+    act_space = env.action_space(env.default_params)
+    if not is_discrete(act_space):
+        raise ValueError(
+            f"{type(cfg).__name__} (head {cfg.head!r}) needs discrete actions, but {env.name} has continuous "
+            f"(Box) actions of shape {act_space.shape}: use rlx.agents.sac or ppo for continuous envs."
+        )
+    atoms = None if cfg.head == "q" else cfg.num_atoms
+    network = DiscreteQNetwork(act_space.n, cfg.hidden, cfg.activation, atoms)
+    return DQNNetworks(network, cfg.head, act_space.n, cfg.num_atoms, obs_space.shape, cfg.normalize_obs)
+
+
+def observe(nets: DQNNetworks, params: DQNParams, obs: jax.Array) -> jax.Array:
+    """What the network sees: `obs` normalised with the running statistics, if enabled."""
+    return normalize(params.obs_stats, obs) if nets.normalize_obs else obs
+
+
+def support(c: DQNConfig, num_atoms: int) -> jax.Array:
+    """C51's fixed support `[M]`: `num_atoms` atoms from v_min to v_max."""
+    return dist.categorical_support(c.v_min, c.v_max, num_atoms)
+
+
+def q_values(nets: DQNNetworks, out: Any, c: DQNConfig) -> jax.Array:
+    """Network output `[..., A]` (q) or `[..., A, M]` (c51 logits, qr quantiles) ->
+    Q-values `[..., A]`, the mean of the distribution."""
+    if nets.head == "q":
+        return out
+    if nets.head == "c51":
+        return jax.nn.softmax(out, -1) @ support(c, nets.num_atoms)
+    return out.mean(-1)
+
+
+# -- acting and collecting ---------------------------------------------------------------------
+def uniform_actions(nets: DQNNetworks, key: jax.Array, n: int) -> jax.Array:
+    """`n` uniformly random actions `[n]` int32."""
+    return jax.random.randint(key, (n,), 0, nets.num_actions, jnp.int32)
+
+
+def epsilon_greedy(nets: DQNNetworks, params: DQNParams, obs: jax.Array, key: jax.Array, eps: jax.Array,
+                   c: DQNConfig) -> jax.Array:  # fmt: skip
+    """Batched `obs [B, *obs]` -> actions `[B]` int32: uniformly random with probability
+    `eps` (a scalar), else `argmax_a Q(s, a)` of the online network."""
+    # Three keys, the first unused (greedy actions need none): the split is part of the
+    # recorded key stream.
+    _, k_rand, k_coin = jax.random.split(key, 3)
+    q = q_values(nets, nets.network.apply(params.online, observe(nets, params, obs), 1), c)
+    greedy = jnp.argmax(q, -1).astype(jnp.int32)
+    random = uniform_actions(nets, k_rand, obs.shape[0])
+    return jnp.where(jax.random.uniform(k_coin, (obs.shape[0],)) < eps, random, greedy)
+
+
+def act(nets: DQNNetworks, params: DQNParams, obs: jax.Array, key: jax.Array, c: DQNConfig,
+        deterministic: bool = True) -> jax.Array:  # fmt: skip
+    """One unbatched observation -> one action (int32 scalar): greedy, or ε-greedy with
+    ε = eps_end."""
+    q = q_values(nets, nets.network.apply(params.online, observe(nets, params, obs[None]), 1)[0], c)
+    greedy = jnp.argmax(q).astype(jnp.int32)
+    if deterministic:
+        return greedy
+    k_rand, k_coin = jax.random.split(key)
+    random = jax.random.randint(k_rand, (), 0, nets.num_actions, jnp.int32)
+    return jnp.where(jax.random.uniform(k_coin) < c.eps_end, random, greedy)
+
+
+def collect(nets: DQNNetworks, params: DQNParams, env: Any, env_params: Any, carry: tuple, eps: jax.Array,
+            c: DQNConfig, num_steps: int) -> tuple[tuple, Transition]:  # fmt: skip
+    """`num_steps` ε-greedy steps from `carry = (env_state, obs, key)`. Returns the new
+    carry and a replay `Transition` with leaves `[T, B, ...]` (rewards unscaled)."""
+    policy = lambda obs, k: epsilon_greedy(nets, params, obs, k, eps, c)  # noqa: E731
+    return replay.collect(env, env_params, carry, policy, num_steps)
+
+
+def warmup(nets: DQNNetworks, env: Any, env_params: Any, carry: tuple, num_steps: int) -> tuple[tuple, Transition]:
+    """`collect` with uniformly random actions (the warm-up that fills the buffer)."""
+    policy = lambda obs, k: uniform_actions(nets, k, obs.shape[0])  # noqa: E731
+    return replay.collect(env, env_params, carry, policy, num_steps)
+
+
+# -- bootstrap targets, one per head -------------------------------------------------------------
+# The default `targets` pieces. Each maps a minibatch of N transitions to the target the
+# loss regresses onto:
+#     targets(reward [N], discount [N], next_out [N, A(, M)], next_q [N, A], c) -> target
+# with `reward` already scaled by reward_scale, `discount = γ·(1 - terminated)`,
+# `next_out` the target network's output at s' and `next_q` the Q-values that select
+# `a* = argmax next_q` (the target network's, or the online network's with double_q).
+def q_targets(reward: jax.Array, discount: jax.Array, next_out: jax.Array, next_q: jax.Array,
+              c: DQNConfig) -> jax.Array:  # fmt: skip
+    """DQN's target `r + discount·Q̄(s', a*)`, `[N]` (next_out `[N, A]`); as in
+    `rlax.double_q_learning` (`rlax.q_learning` when next_q is next_out)."""
+
+    def one(r, d, q_next, q_sel):
+        return r + d * q_next[jnp.argmax(q_sel)]
+
+    return jax.vmap(one)(reward, discount, next_out, next_q)
+
+
+def categorical_targets(reward: jax.Array, discount: jax.Array, next_out: jax.Array, next_q: jax.Array,
+                        c: DQNConfig) -> jax.Array:  # fmt: skip
+    """C51's target `Π_C law(r + discount·Z̄(s', a*))`: probabilities `[N, M]` on the
+    support (next_out: logits `[N, A, M]`); as in `rlax.categorical_double_q_learning`."""
+    z = support(c, next_out.shape[-1])
+
+    def one(r, d, logits_next, q_sel):
+        probs = jax.nn.softmax(logits_next[jnp.argmax(q_sel)])
+        return dist.categorical_project(dist.pushforward(z, r, d), probs, z)
+
+    return jax.vmap(one)(reward, discount, next_out, next_q)
+
+
+def quantile_targets(reward: jax.Array, discount: jax.Array, next_out: jax.Array, next_q: jax.Array,
+                     c: DQNConfig) -> jax.Array:  # fmt: skip
+    """QR-DQN's target samples `r + discount·θ̄(s', a*)`, `[N, M]` (next_out: quantiles
+    `[N, A, M]`); as in `rlax.quantile_q_learning`."""
+
+    def one(r, d, theta_next, q_sel):
+        return dist.pushforward(theta_next[jnp.argmax(q_sel)], r, d)
+
+    return jax.vmap(one)(reward, discount, next_out, next_q)
+
+
+# -- losses, one per head ------------------------------------------------------------------------
+# The default `loss` pieces: `loss(out [N, A(, M)], action [N], target, c) -> scalar`,
+# with `out` the online network's output at s and `target` what `targets` returned.
+def q_loss(out: jax.Array, action: jax.Array, target: jax.Array, c: DQNConfig) -> jax.Array:
+    """`mean ½ δ²`, `δ = target - Q(s, a)`; out `[N, A]`, target `[N]`."""
+    td = jax.vmap(lambda q, a, y: y - q[a])(out, action, target)
+    return jnp.mean(0.5 * td**2)
+
+
+def categorical_loss(out: jax.Array, action: jax.Array, target: jax.Array, c: DQNConfig) -> jax.Array:
+    """Mean cross-entropy from the target probabilities `[N, M]` to the taken action's
+    predicted distribution (out: logits `[N, A, M]`)."""
+    losses = jax.vmap(lambda logits, a, p: dist.categorical_cross_entropy(p, logits[a]))(out, action, target)
+    return jnp.mean(losses)
+
+
+def quantile_loss(out: jax.Array, action: jax.Array, target: jax.Array, c: DQNConfig) -> jax.Array:
+    """Mean quantile-Huber loss (κ = huber_kappa) of the taken action's quantiles at the
+    midpoint levels onto the target samples `[N, M]` (out: quantiles `[N, A, M]`)."""
+
+    def one(theta, a, y):
+        taus = dist.quantile_midpoints(theta.shape[-1], theta.dtype)
+        return dist.quantile_huber_loss(theta[a], taus, y, c.huber_kappa)
+
+    return jnp.mean(jax.vmap(one)(out, action, target))
+
+
+TARGETS = {"q": q_targets, "c51": categorical_targets, "qr": quantile_targets}
+LOSSES = {"q": q_loss, "c51": categorical_loss, "qr": quantile_loss}
+
+
+def dqn_loss(nets: DQNNetworks, cfg: DQNConfig, c: DQNConfig, params: DQNParams, online: Any, target_params: Any,
+             mb: Transition, targets: Callable, loss: Callable) -> tuple[jax.Array, dict]:  # fmt: skip
+    """The TD loss on one minibatch `mb` (leaves `[N, ...]`): `loss(out, action,
+    targets(...), c)`. `params` gives the observation statistics; `online` is
+    differentiated, `target_params` is the target network. Returns `(loss, {"q": mean
+    Q(s, a)})`."""
+    obs, next_obs = observe(nets, params, mb.obs), observe(nets, params, mb.next_obs)
+    out = nets.network.apply(online, obs, 1)
+    next_out = nets.network.apply(target_params, next_obs, 1)
+    if cfg.double_q:
+        next_q = q_values(nets, nets.network.apply(online, next_obs, 1), c)
+    else:
+        next_q = q_values(nets, next_out, c)
+    next_q, next_out = jax.lax.stop_gradient(next_q), jax.lax.stop_gradient(next_out)
+    reward = mb.reward * c.reward_scale
+    discount = c.gamma * (1.0 - mb.terminated.astype(jnp.float32))
+    # A target is a constant of the regression, whatever `targets` computes it from.
+    y = jax.lax.stop_gradient(targets(reward, discount, next_out, next_q, c))
+    value = loss(out, mb.action, y, c)
+    q_taken = jnp.take_along_axis(q_values(nets, out, c), mb.action[:, None], -1)
+    return value, dict(q=jnp.mean(q_taken))
+
+
+# -- the learn step ----------------------------------------------------------------------------
+def learn_step(
     loss_fn: Callable, buffer: replay.ReplayState, key: jax.Array, online: Any, target: Any, opt_state: Any,
     update_step: jax.Array, cfg: DQNConfig, c: DQNConfig,
 ):
@@ -188,148 +395,74 @@ def learn(
     return online, target, opt_state, stats
 
 
-def example_transition(env: Any, env_params: Any = None) -> Transition:
-    """Shapes and dtypes of one stored transition for `env`."""
-    params = env.default_params if env_params is None else env_params
-    obs_shape = env.observation_space(params).shape
-    f = jnp.float32
-    s = jax.ShapeDtypeStruct
-    return Transition(s(obs_shape, f), s((), jnp.int32), s((), f), s(obs_shape, f), s((), jnp.bool_), s((), jnp.bool_))
+learn = learn_step  # the name agents/ddp/deep.py calls
 
 
-def buffer_bytes(env: Any, cfg: DQNConfig) -> int:
-    """Replay memory of one member: `buffer_size * transition size`. A population of P
-    members needs P times this."""
-    return replay.nbytes(example_transition(env), cfg.buffer_size)
-
-
-def make_agent(env: Any, cfg: DQNConfig) -> Agent:
-    """Build DQN / C51 / QR-DQN (by `cfg.head`) for `env`, which must have discrete actions."""
-    env = EpisodeStats(env)
-    obs_space = env.observation_space(env.default_params)
-    act_space = env.action_space(env.default_params)
-    if not is_discrete(act_space):
-        raise ValueError(
-            f"{type(cfg).__name__} (head {cfg.head!r}) needs discrete actions, but {env.name} has continuous "
-            f"(Box) actions of shape {act_space.shape}: use rlx.agents.sac or ppo for continuous envs."
-        )
-    num_actions = act_space.n
-    head = cfg.head
-    network = DiscreteQNetwork(num_actions, cfg.hidden, cfg.activation, None if head == "q" else cfg.num_atoms)
-    example = example_transition(env)
-    steps_per_update = cfg.steps_per_update
+# -- init and update ---------------------------------------------------------------------------
+def init_state(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, env_params: Any, key: jax.Array) -> DQNState:
+    """The network (target = online), the optimiser, `num_envs` reset envs, and a buffer
+    filled by the warm-up phase (`learning_starts // num_envs` uniform-random steps)."""
+    key, k_net, k_env, k_warm = jax.random.split(key, 4)
+    online = nets.network.init(k_net, jnp.zeros((1,) + nets.obs_shape, jnp.float32), 1)
+    params = DQNParams(online, online, init_stats(nets.obs_shape))
+    opt_state = make_optimizer(cfg, c).init(online)
+    obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
+    buffer = replay.init(transition_spec(nets.obs_shape), cfg.buffer_size)
     warmup_steps = cfg.learning_starts // cfg.num_envs
-    num_atoms = cfg.num_atoms
-
-    def observe(params: DQNParams, obs):
-        return normalize(params.obs_stats, obs) if cfg.normalize_obs else obs
-
-    def support(c: DQNConfig):
-        return dist.categorical_support(c.v_min, c.v_max, num_atoms)
-
-    def q_from_output(out, c: DQNConfig):
-        """Network output -> Q-values `[..., A]` (the mean of the distribution)."""
-        if head == "q":
-            return out
-        if head == "c51":
-            return jax.nn.softmax(out, -1) @ support(c)
-        return out.mean(-1)
-
-    def uniform(obs, k):
-        return jax.random.randint(k, (cfg.num_envs,), 0, num_actions, jnp.int32)
-
-    # -- init: network, then the warm-up phase ---------------------------------------------
-    def init(key, c: DQNConfig, env_params) -> DQNState:
-        key, k_net, k_env, k_warm = jax.random.split(key, 4)
-        online = network.init(k_net, jnp.zeros((1,) + obs_space.shape, jnp.float32), 1)
-        params = DQNParams(online, online, init_stats(obs_space.shape))
-        opt_state = make_optimizer(cfg, c).init(online)
-        obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
-        buffer = replay.init(example, cfg.buffer_size)
-        if warmup_steps:
-            (env_state, obs, _), traj = replay.collect(env, env_params, (env_state, obs, k_warm), uniform, warmup_steps)
-            buffer = replay.add_rollout(buffer, traj)
-            if cfg.normalize_obs:
-                params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
-        zero = jnp.zeros((), jnp.int32)
-        return DQNState(params, opt_state, buffer, env_state, obs, key, zero, zero + cfg.learning_starts)
-
-    # -- the loss --------------------------------------------------------------------------
-    def loss_fn(online, target_params, c: DQNConfig, params: DQNParams, mb: Transition):
-        obs, next_obs = observe(params, mb.obs), observe(params, mb.next_obs)
-        out = network.apply(online, obs, 1)
-        out_next_target = network.apply(target_params, next_obs, 1)
-        if cfg.double_q:
-            selector = q_from_output(network.apply(online, next_obs, 1), c)
-        else:
-            selector = q_from_output(out_next_target, c)
-        selector = jax.lax.stop_gradient(selector)
-        out_next_target = jax.lax.stop_gradient(out_next_target)
-        reward = mb.reward * c.reward_scale
-        discount = c.gamma * (1.0 - mb.terminated.astype(jnp.float32))
-        if head == "q":
-            td = jax.vmap(dist.q_learning_td_error)(out, mb.action, reward, discount, out_next_target, selector)
-            loss = jnp.mean(0.5 * td**2)
-        elif head == "c51":
-            z = support(c)
-            losses = jax.vmap(dist.categorical_q_loss, (0, 0, 0, 0, 0, 0, None))(
-                out, mb.action, reward, discount, out_next_target, selector, z
-            )
-            loss = jnp.mean(losses)
-        else:
-            losses = jax.vmap(dist.quantile_q_loss, (0, 0, 0, 0, 0, 0, None))(
-                out, mb.action, reward, discount, out_next_target, selector, cfg.huber_kappa
-            )
-            loss = jnp.mean(losses)
-        q_taken = jnp.take_along_axis(q_from_output(out, c), mb.action[:, None], -1)
-        return loss, dict(q=jnp.mean(q_taken))
-
-    # -- one update: collect, store, learn ----------------------------------------------------
-    def update(state: DQNState, c: DQNConfig, env_params):
-        params = state.params
-        eps = epsilon(c, state.env_steps, cfg.total_steps, cfg.eps_schedule)
-
-        def explore(obs, k):
-            k_greedy, k_rand, k_coin = jax.random.split(k, 3)
-            q = q_from_output(network.apply(params.online, observe(params, obs), 1), c)
-            greedy = jnp.argmax(q, -1).astype(jnp.int32)
-            random = uniform(obs, k_rand)
-            return jnp.where(jax.random.uniform(k_coin, (cfg.num_envs,)) < eps, random, greedy)
-
-        (env_state, last_obs, key), traj = replay.collect(
-            env, env_params, (state.env_state, state.obs, state.key), explore, cfg.rollout_steps
-        )
-        buffer = replay.add_rollout(state.buffer, traj)
+    if warmup_steps:
+        (env_state, obs, _), traj = warmup(nets, env, env_params, (env_state, obs, k_warm), warmup_steps)
+        buffer = replay.add_rollout(buffer, traj)
         if cfg.normalize_obs:
             params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
-        key, k_learn = jax.random.split(key)
-        online, target, opt_state, stats = learn(
-            lambda on, tg, mb, _: loss_fn(on, tg, c, params, mb),
-            buffer, k_learn, params.online, params.target, state.opt_state, state.update_step, cfg, c,
-        )  # fmt: skip
-        params = params.replace(online=online, target=target)
-        env_steps = state.env_steps + steps_per_update
-        new_state = DQNState(params, opt_state, buffer, env_state, last_obs, key, state.update_step + 1, env_steps)
-        episode_return, episodes = episode_summary(env_state)
-        metrics = {k: v.mean() for k, v in stats.items()}
-        metrics.update(env_steps=env_steps, episode_return=episode_return, episodes=episodes, epsilon=eps)
-        return new_state, metrics
+    zero = jnp.zeros((), jnp.int32)
+    return DQNState(params, opt_state, buffer, env_state, obs, key, zero, zero + cfg.learning_starts)
 
-    # -- acting --------------------------------------------------------------------------------
-    def act(params: DQNParams, obs, key, c: DQNConfig, deterministic: bool = True):
-        """One unbatched observation -> one action: greedy, or ε-greedy with ε = eps_end."""
-        q = q_from_output(network.apply(params.online, observe(params, obs[None]), 1)[0], c)
-        greedy = jnp.argmax(q).astype(jnp.int32)
-        if deterministic:
-            return greedy
-        k_rand, k_coin = jax.random.split(key)
-        random = jax.random.randint(k_rand, (), 0, num_actions, jnp.int32)
-        return jnp.where(jax.random.uniform(k_coin) < c.eps_end, random, greedy)
 
+def update(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, state: DQNState, env_params: Any,
+           targets: Callable, loss: Callable) -> tuple[DQNState, dict]:  # fmt: skip
+    """One update: collect `rollout_steps` ε-greedy steps per env, store them, then
+    `learn_step` with `dqn_loss(targets, loss)`. Returns `(state, metrics)`."""
+    params = state.params
+    eps = epsilon(c, state.env_steps, cfg.total_steps, cfg.eps_schedule)
+    carry = (state.env_state, state.obs, state.key)
+    (env_state, last_obs, key), traj = collect(nets, params, env, env_params, carry, eps, c, cfg.rollout_steps)
+    buffer = replay.add_rollout(state.buffer, traj)
+    if cfg.normalize_obs:
+        params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
+    key, k_learn = jax.random.split(key)
+    online, target, opt_state, stats = learn_step(
+        lambda on, tg, mb, _: dqn_loss(nets, cfg, c, params, on, tg, mb, targets, loss),
+        buffer, k_learn, params.online, params.target, state.opt_state, state.update_step, cfg, c,
+    )  # fmt: skip
+    params = params.replace(online=online, target=target)
+    env_steps = state.env_steps + cfg.steps_per_update
+    new_state = DQNState(params, opt_state, buffer, env_state, last_obs, key, state.update_step + 1, env_steps)
+    episode_return, episodes = episode_summary(env_state)
+    metrics = {k: v.mean() for k, v in stats.items()}
+    metrics.update(env_steps=env_steps, episode_return=episode_return, episodes=episodes, epsilon=eps)
+    return new_state, metrics
+
+
+# -- the agent ---------------------------------------------------------------------------------
+def make_agent(env: Any, cfg: DQNConfig, targets: Callable | None = None, loss: Callable | None = None) -> Agent:
+    """Build DQN / C51 / QR-DQN (by `cfg.head`) for `env`, which must have discrete
+    actions, from the pieces above. Each keyword replaces one piece:
+
+    targets(reward [N], discount [N], next_out [N, A(, M)], next_q [N, A], c) -> target:
+        the bootstrap target (default by head: `q_targets` `[N]`, `categorical_targets`
+        `[N, M]` probabilities, `quantile_targets` `[N, M]` samples); gradients are
+        stopped at its output.
+    loss(out [N, A(, M)], action [N], target, c) -> scalar: the regression onto the
+        target (default by head: `q_loss`, `categorical_loss`, `quantile_loss`).
+    """
+    env = EpisodeStats(env)
+    nets = make_networks(env, cfg)
+    targets = TARGETS[cfg.head] if targets is None else targets
+    loss = LOSSES[cfg.head] if loss is None else loss
     return Agent(
-        init=init,
-        update=update,
-        act=act,
+        init=lambda key, c, env_params: init_state(nets, env, cfg, c, env_params, key),
+        update=lambda state, c, env_params: update(nets, env, cfg, c, state, env_params, targets, loss),
+        act=lambda params, obs, key, c, deterministic=True: act(nets, params, obs, key, c, deterministic),
         policy_params=lambda s: s.params,
         num_updates=lambda c: c.num_updates,
     )
