@@ -26,3 +26,16 @@ def count_compiles():
         yield events
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def host_leaves(tree) -> list:
+    """Every leaf of `tree` as a numpy array (typed keys as their key data), in tree
+    order: what bitwise comparisons of two states need."""
+    import numpy as np
+
+    out = []
+    for x in jax.tree.leaves(tree):
+        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        out.append(np.asarray(x))
+    return out

@@ -44,6 +44,7 @@ from rlx.config import is_static, stack
 from rlx.envs import probe
 from rlx.evaluation import evaluate
 from rlx.population import make_population
+from rlx.testing import host_leaves
 from rlx.train import Runner, make_train
 
 Built = tuple[Any, Any, Any, Any]  # (agent, cfg, env, env_params)
@@ -155,13 +156,6 @@ def acting_env(env: Any, cfg: Any, env_params: Any) -> tuple[Any, Any]:
     return env, env_params
 
 
-def host_leaves(tree: Any) -> list[np.ndarray]:
-    out = []
-    for x in jax.tree.leaves(tree):
-        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        out.append(np.asarray(x))
-    return out
 
 
 def check_equal(failures: list[str], what: str, got: Any, want: Any) -> None:

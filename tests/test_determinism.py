@@ -8,6 +8,7 @@ import pytest
 from rlx import envs
 from rlx.agents import dqn, ppo, sac
 from rlx.population import make_population
+from rlx.testing import host_leaves
 from rlx.train import Runner, make_train
 
 SETTINGS = {
@@ -21,13 +22,6 @@ SETTINGS = {
 }  # fmt: skip
 
 
-def host_leaves(tree):
-    out = []
-    for x in jax.tree.leaves(tree):
-        if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
-            x = jax.random.key_data(x)
-        out.append(np.asarray(x))
-    return out
 
 
 # PPO's and SAC's member = solo checks also run in test_ppo.py and test_sac.py; all three here with -m slow.
