@@ -99,6 +99,7 @@ SLOW_RUNS = {
     "qrdqn": "as c51",
     "ppo": "test_ppo.py checks chunked, sharded and resumed runs against train bitwise",
     "sac": "test_sac.py checks a resumed population against uninterrupted solo runs bitwise",
+    "moppo": "PPO's state, rollout, learner and Runner path; test_morl_moppo.py checks member = solo",
 }
 
 # -- the agents on the probes ------------------------------------------------------------------
