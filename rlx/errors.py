@@ -34,3 +34,7 @@ class Interrupted(RunError):
     def __init__(self, message: str, updates: int):
         super().__init__(message)
         self.updates = updates
+
+
+class EnvCheckError(RunError, ValueError):
+    """An environment breaks rlx's env interface (`rlx.envs.check.check_env`)."""
