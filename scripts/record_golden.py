@@ -1,5 +1,6 @@
-"""Record the golden results of tests/golden/cases.py into tests/golden/<name>.npz and
-rewrite tests/golden/README.md.
+"""Record the golden results of tests/golden/cases.py into
+tests/golden/cpu-<fingerprint>/<name>.npz (this CPU's records) and rewrite
+tests/golden/README.md.
 
     .venv/bin/python scripts/record_golden.py            # every case
     .venv/bin/python scripts/record_golden.py ppo_cartpole dqn_cartpole
@@ -24,7 +25,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(ROOT, "tests", "golden")
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from golden.cases import CASES, check_setup, outputs  # noqa: E402
+from golden.cases import CASES, check_setup, cpu_fingerprint, outputs  # noqa: E402
+
+# This CPU's records (tests/golden/cases.py: records_dir); the README stays in GOLDEN.
+RECORDS = os.path.join(GOLDEN, f"cpu-{cpu_fingerprint()}")
 
 COMMAND = ".venv/bin/python scripts/record_golden.py"
 HEADER = """# Golden results
@@ -46,7 +50,11 @@ and `dqn_cartpole` in the default suite, the rest marked slow:
 `.venv/bin/python -m pytest -q -p no:cacheprovider -m '' tests/test_golden.py`).
 Results are pinned for the test process setup (8 fake CPU devices,
 `JAX_CPU_ENABLE_ASYNC_DISPATCH=false`, `XLA_FLAGS` otherwise unset), this jax/jaxlib and
-this CPU's XLA code generation. A refactor that renames, reorders or adds state leaves
+this CPU's XLA code generation: each CPU kind keeps its records in `cpu-<fingerprint>/`
+(`cases.cpu_fingerprint`: the bits of a small training-like program, the vector flags and
+the jax version); the `.npz` files directly in this folder are the records made before
+fingerprints were kept, used where no folder matches. Record a CPU's set at a commit
+whose numbers are trusted, before a refactor. A refactor that renames, reorders or adds state leaves
 changes `state_sha256` while the metrics still match: compare the per-leaf hashes.
 
 Record (all cases, or the named ones): `{command} [name ...]`
@@ -59,7 +67,7 @@ Record (all cases, or the named ones): `{command} [name ...]`
 def write_readme() -> None:
     rows = []
     for name, case in CASES.items():
-        path = os.path.join(GOLDEN, f"{name}.npz")
+        path = os.path.join(RECORDS, f"{name}.npz")
         if not os.path.exists(path):
             continue
         with np.load(path) as z:
@@ -69,6 +77,7 @@ def write_readme() -> None:
         rows.append(f"| `{name}` | {case.settings} | {seconds:.1f} | {kib:.0f} | {', '.join(keys)} |")
     with open(os.path.join(GOLDEN, "README.md"), "w") as f:
         f.write(HEADER.format(command=COMMAND) + "\n".join(rows) + "\n")
+        f.write(f"\nThe table shows `{os.path.basename(RECORDS)}/`.\n")
 
 
 def main() -> None:
@@ -83,7 +92,8 @@ def main() -> None:
         t = time.perf_counter()
         out = outputs(name)
         seconds = time.perf_counter() - t
-        path = os.path.join(GOLDEN, f"{name}.npz")
+        os.makedirs(RECORDS, exist_ok=True)
+        path = os.path.join(RECORDS, f"{name}.npz")
         np.savez_compressed(path, **out, record_seconds=np.asarray(seconds))
         print(f"{name}: {seconds:.1f} s, {os.path.getsize(path) / 1024:.0f} KiB, state {out['state_sha256']}", flush=True)
     write_readme()

@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from golden.cases import CASES, check_setup, outputs
+from golden.cases import CASES, check_setup, outputs, records_dir
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 FAST = ("ppo_cartpole", "dqn_cartpole")  # a few seconds each; the rest are slow-marked
 
 
 def load(name: str) -> dict[str, np.ndarray]:
-    with np.load(os.path.join(GOLDEN, f"{name}.npz")) as z:
+    with np.load(os.path.join(records_dir(GOLDEN), f"{name}.npz")) as z:
         return {k: z[k] for k in z.files}
 
 
@@ -36,5 +36,5 @@ def test_case_is_bitwise_equal_to_its_golden_record(name):
 
 
 def test_every_case_has_a_record_and_every_record_a_case():
-    recorded = {f[: -len(".npz")] for f in os.listdir(GOLDEN) if f.endswith(".npz")}
+    recorded = {f[: -len(".npz")] for f in os.listdir(records_dir(GOLDEN)) if f.endswith(".npz")}
     assert recorded == set(CASES)

@@ -227,9 +227,53 @@ def outputs(name: str) -> dict[str, np.ndarray]:
     return out
 
 
+def cpu_fingerprint() -> str:
+    """12 hex digits naming this CPU's XLA code generation: a hash of the bits of a small
+    training-like program (matmuls, tanh, log-softmax, long reductions, 20 gradient steps),
+    of the CPU's vector flags and of the jax version. Machines whose vector units differ (AVX2 or AVX-512, say)
+    round differently, and their golden records are kept apart."""
+    import jax.numpy as jnp
+
+    kx, k1, k2 = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (64, 37))
+    w = (0.1 * jax.random.normal(k1, (37, 64)), 0.1 * jax.random.normal(k2, (64, 5)))
+
+    def loss(w):
+        logits = jnp.tanh(x @ w[0]) @ w[1]
+        return -jnp.mean(jax.nn.log_softmax(logits)[:, 0]) + 1e-3 * jnp.sum(jnp.exp(-w[0] ** 2))
+
+    def step(_, w):
+        return jax.tree.map(lambda a, g: a - 0.1 * g, w, jax.grad(loss)(w))
+
+    w = jax.jit(lambda w: jax.lax.fori_loop(0, 20, step, w))(w)
+    out = np.concatenate([np.asarray(a).ravel() for a in w] + [np.asarray(jnp.cumsum(jnp.sin(x.ravel())))])
+    return hashlib.sha256(out.tobytes() + jax.__version__.encode() + _vector_flags().encode()).hexdigest()[:12]
+
+
+def _vector_flags() -> str:
+    """The CPU's vector-instruction flags (Linux), which XLA's code generation follows."""
+    import re
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return ""
+    return " ".join(sorted(x for x in flags if re.match(r"(avx|fma|sse|amx|f16c|vnni)", x)))
+
+
+def records_dir(golden: str) -> str:
+    """Where this CPU's records live: `golden/cpu-<fingerprint>/` when it exists, else
+    `golden/` itself (the records made before fingerprints were kept)."""
+    import os
+
+    labelled = os.path.join(golden, f"cpu-{cpu_fingerprint()}")
+    return labelled if os.path.isdir(labelled) else golden
+
+
 def check_setup() -> None:
     if len(jax.devices()) != 8 or jax.default_backend() != "cpu":
         raise RuntimeError("golden cases are pinned for 8 fake CPU devices (see tests/conftest.py)")
 
 
-__all__ = ["CASES", "Case", "outputs", "state_hashes", "as_stored", "check_setup"]
+__all__ = ["CASES", "Case", "outputs", "state_hashes", "as_stored", "check_setup", "cpu_fingerprint", "records_dir"]
