@@ -22,8 +22,9 @@ buffer stores the true next observation, and only `terminated` stops the bootstr
 The pieces are module-level functions that `make_agent` composes: `make_networks`,
 `epsilon_greedy` / `act`, `collect` (through `rlx.replay.collect`), the bootstrap
 `targets` per head (`q_targets`, `categorical_targets`, `quantile_targets`), the `loss`
-per head (`q_loss`, `categorical_loss`, `quantile_loss`), `dqn_loss` joining them, and
-`learn_step`. `targets` and `loss` can be replaced by passing a function.
+per head (`q_loss`, `categorical_loss`, `quantile_loss`), `dqn_loss` joining them,
+`learn_step`, and `collect_and_learn`, the update that the DηN agent
+(`agents/ddp/deep.py`) shares. `targets` and `loss` can be replaced by passing a function.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from flax import struct
 from rlx import distributional as dist
 from rlx import replay
 from rlx.config import _concrete, config, static, traced
-from rlx.envs.wrappers import EpisodeStats, episode_summary, is_discrete
+from rlx.envs.wrappers import EpisodeStats, is_discrete
 from rlx.networks import ACTIVATIONS, DiscreteQNetwork
 from rlx.running_stats import RunningStats, init_stats, normalize, update_stats
 from rlx.types import Agent
@@ -230,17 +231,35 @@ def uniform_actions(nets: DQNNetworks, key: jax.Array, n: int) -> jax.Array:
     return jax.random.randint(key, (n,), 0, nets.num_actions, jnp.int32)
 
 
+def epsilon_greedy_actions(scores: jax.Array, key: jax.Array, eps: jax.Array) -> jax.Array:
+    """Scores `[B, A]` -> actions `[B]` int32: uniformly random with probability `eps` (a
+    scalar), else `argmax_a scores`. Shared with the DηN agent (its scores: E f(c + Z))."""
+    # Three keys, the first unused (greedy actions need none): the split is part of the
+    # recorded key stream.
+    _, k_rand, k_coin = jax.random.split(key, 3)
+    n, num_actions = scores.shape
+    greedy = jnp.argmax(scores, -1).astype(jnp.int32)
+    random = jax.random.randint(k_rand, (n,), 0, num_actions, jnp.int32)
+    return jnp.where(jax.random.uniform(k_coin, (n,)) < eps, random, greedy)
+
+
+def epsilon_greedy_action(scores: jax.Array, key: jax.Array, eps: jax.Array, deterministic: bool) -> jax.Array:
+    """Scores `[A]` of one observation -> one action (int32 scalar): `argmax_a scores`, or
+    with `deterministic=False` uniformly random with probability `eps`."""
+    greedy = jnp.argmax(scores).astype(jnp.int32)
+    if deterministic:
+        return greedy
+    k_rand, k_coin = jax.random.split(key)
+    random = jax.random.randint(k_rand, (), 0, scores.shape[-1], jnp.int32)
+    return jnp.where(jax.random.uniform(k_coin) < eps, random, greedy)
+
+
 def epsilon_greedy(nets: DQNNetworks, params: DQNParams, obs: jax.Array, key: jax.Array, eps: jax.Array,
                    c: DQNConfig) -> jax.Array:  # fmt: skip
     """Batched `obs [B, *obs]` -> actions `[B]` int32: uniformly random with probability
     `eps` (a scalar), else `argmax_a Q(s, a)` of the online network."""
-    # Three keys, the first unused (greedy actions need none): the split is part of the
-    # recorded key stream.
-    _, k_rand, k_coin = jax.random.split(key, 3)
     q = q_values(nets, nets.network.apply(params.online, observe(nets, params, obs), 1), c)
-    greedy = jnp.argmax(q, -1).astype(jnp.int32)
-    random = uniform_actions(nets, k_rand, obs.shape[0])
-    return jnp.where(jax.random.uniform(k_coin, (obs.shape[0],)) < eps, random, greedy)
+    return epsilon_greedy_actions(q, key, eps)
 
 
 def act(nets: DQNNetworks, params: DQNParams, obs: jax.Array, key: jax.Array, c: DQNConfig,
@@ -248,12 +267,7 @@ def act(nets: DQNNetworks, params: DQNParams, obs: jax.Array, key: jax.Array, c:
     """One unbatched observation -> one action (int32 scalar): greedy, or ε-greedy with
     ε = eps_end."""
     q = q_values(nets, nets.network.apply(params.online, observe(nets, params, obs[None]), 1)[0], c)
-    greedy = jnp.argmax(q).astype(jnp.int32)
-    if deterministic:
-        return greedy
-    k_rand, k_coin = jax.random.split(key)
-    random = jax.random.randint(k_rand, (), 0, nets.num_actions, jnp.int32)
-    return jnp.where(jax.random.uniform(k_coin) < c.eps_end, random, greedy)
+    return epsilon_greedy_action(q, key, c.eps_end, deterministic)
 
 
 def collect(nets: DQNNetworks, params: DQNParams, env: Any, env_params: Any, carry: tuple, eps: jax.Array,
@@ -398,6 +412,27 @@ def learn_step(
 learn = learn_step  # the name agents/ddp/deep.py calls
 
 
+def collect_and_learn(state: Any, collect: Callable, loss_for: Callable, eps: jax.Array, cfg: DQNConfig,
+                      c: DQNConfig, observed: Callable = lambda obs: obs) -> tuple[Any, dict]:  # fmt: skip
+    """One update of a DQN-style agent (DQN, DηN) on `state`: `collect(carry) -> (carry,
+    traj)` from `carry = (env_state, obs, key)`, the rollout stored and, with
+    `normalize_obs`, taken into the running statistics (of `observed(traj.obs)`); then
+    `learn_step` with `loss_for(params)` (params with the new statistics) and
+    `replay.finish_update`, ε among the metrics. Returns `(state, metrics)`."""
+    params = state.params
+    (env_state, last_obs, key), traj = collect((state.env_state, state.obs, state.key))
+    buffer = replay.add_rollout(state.buffer, traj)
+    if cfg.normalize_obs:
+        params = params.replace(obs_stats=update_stats(params.obs_stats, observed(traj.obs)))
+    key, k_learn = jax.random.split(key)
+    online, target, opt_state, stats = learn_step(
+        loss_for(params), buffer, k_learn, params.online, params.target, state.opt_state, state.update_step, cfg, c,
+    )  # fmt: skip
+    params = params.replace(online=online, target=target)
+    carry = (env_state, last_obs, key)
+    return replay.finish_update(state, params, opt_state, buffer, carry, stats, cfg.steps_per_update, epsilon=eps)
+
+
 # -- init and update ---------------------------------------------------------------------------
 def init_state(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, env_params: Any, key: jax.Array) -> DQNState:
     """The network (target = online), the optimiser, `num_envs` reset envs, and a buffer
@@ -406,14 +441,11 @@ def init_state(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, env_pa
     online = nets.network.init(k_net, jnp.zeros((1,) + nets.obs_shape, jnp.float32), 1)
     params = DQNParams(online, online, init_stats(nets.obs_shape))
     opt_state = make_optimizer(cfg, c).init(online)
-    obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
-    buffer = replay.init(transition_spec(nets.obs_shape), cfg.buffer_size)
-    warmup_steps = cfg.learning_starts // cfg.num_envs
-    if warmup_steps:
-        (env_state, obs, _), traj = warmup(nets, env, env_params, (env_state, obs, k_warm), warmup_steps)
-        buffer = replay.add_rollout(buffer, traj)
-        if cfg.normalize_obs:
-            params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
+    fill = lambda carry, num_steps: warmup(nets, env, env_params, carry, num_steps)  # noqa: E731
+    example = transition_spec(nets.obs_shape)
+    env_state, obs, buffer, traj = replay.reset_and_fill(env, env_params, (k_env, k_warm), example, fill, cfg)
+    if traj is not None and cfg.normalize_obs:
+        params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
     zero = jnp.zeros((), jnp.int32)
     return DQNState(params, opt_state, buffer, env_state, obs, key, zero, zero + cfg.learning_starts)
 
@@ -421,26 +453,17 @@ def init_state(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, env_pa
 def update(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, state: DQNState, env_params: Any,
            targets: Callable, loss: Callable) -> tuple[DQNState, dict]:  # fmt: skip
     """One update: collect `rollout_steps` ε-greedy steps per env, store them, then
-    `learn_step` with `dqn_loss(targets, loss)`. Returns `(state, metrics)`."""
-    params = state.params
+    `learn_step` with `dqn_loss(targets, loss)` (`collect_and_learn`). Returns
+    `(state, metrics)`."""
     eps = epsilon(c, state.env_steps, cfg.total_steps, cfg.eps_schedule)
-    carry = (state.env_state, state.obs, state.key)
-    (env_state, last_obs, key), traj = collect(nets, params, env, env_params, carry, eps, c, cfg.rollout_steps)
-    buffer = replay.add_rollout(state.buffer, traj)
-    if cfg.normalize_obs:
-        params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
-    key, k_learn = jax.random.split(key)
-    online, target, opt_state, stats = learn_step(
-        lambda on, tg, mb, _: dqn_loss(nets, cfg, c, params, on, tg, mb, targets, loss),
-        buffer, k_learn, params.online, params.target, state.opt_state, state.update_step, cfg, c,
-    )  # fmt: skip
-    params = params.replace(online=online, target=target)
-    env_steps = state.env_steps + cfg.steps_per_update
-    new_state = DQNState(params, opt_state, buffer, env_state, last_obs, key, state.update_step + 1, env_steps)
-    episode_return, episodes = episode_summary(env_state)
-    metrics = {k: v.mean() for k, v in stats.items()}
-    metrics.update(env_steps=env_steps, episode_return=episode_return, episodes=episodes, epsilon=eps)
-    return new_state, metrics
+
+    def collect_steps(carry):
+        return collect(nets, state.params, env, env_params, carry, eps, c, cfg.rollout_steps)
+
+    def loss_for(params):
+        return lambda online, target, mb, _: dqn_loss(nets, cfg, c, params, online, target, mb, targets, loss)
+
+    return collect_and_learn(state, collect_steps, loss_for, eps, cfg, c)
 
 
 # -- the agent ---------------------------------------------------------------------------------
@@ -459,10 +482,4 @@ def make_agent(env: Any, cfg: DQNConfig, targets: Callable | None = None, loss: 
     nets = make_networks(env, cfg)
     targets = TARGETS[cfg.head] if targets is None else targets
     loss = LOSSES[cfg.head] if loss is None else loss
-    return Agent(
-        init=lambda key, c, env_params: init_state(nets, env, cfg, c, env_params, key),
-        update=lambda state, c, env_params: update(nets, env, cfg, c, state, env_params, targets, loss),
-        act=lambda params, obs, key, c, deterministic=True: act(nets, params, obs, key, c, deterministic),
-        policy_params=lambda s: s.params,
-        num_updates=lambda c: c.num_updates,
-    )
+    return replay.agent_from_pieces(nets, env, cfg, init_state, update, act, targets, loss)

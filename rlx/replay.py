@@ -29,6 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from rlx.envs.wrappers import episode_summary
+from rlx.types import Agent
+
 
 class Transition(NamedTuple):
     """One stored step of an off-policy agent; inside a rollout every leaf has leading
@@ -204,3 +207,58 @@ def add_rollout(state: ReplayState, traj: Any) -> ReplayState:
     if t * b <= state.capacity:
         return add(state, jax.tree.map(lambda x: x.reshape((t * b,) + x.shape[2:]), traj))
     return jax.lax.fori_loop(0, t, lambda i, s: add(s, jax.tree.map(lambda x: x[i], traj)), state)
+
+
+# --------------------------------------------------------------------------------------
+# The start, the end and the wiring of a replay agent: shared by SAC, DQN and DηN
+# --------------------------------------------------------------------------------------
+
+
+def reset_and_fill(env: Any, env_params: Any, keys: tuple, example: Any, warmup: Callable,
+                   cfg: Any) -> tuple[Any, Any, ReplayState, Any]:  # fmt: skip
+    """The start of a replay agent's run (SAC, DQN, DηN): `cfg.num_envs` envs reset (env i
+    on `split(k_env, num_envs)[i]`, `keys = (k_env, k_warm)`) and an empty buffer for items
+    like `example`, filled by the warm-up phase `warmup((env_state, obs, k_warm),
+    learning_starts // num_envs) -> (carry, traj)`. Returns `(env_state [B], obs [B, ...],
+    buffer, traj)`, `traj` the warm-up rollout (leaves `[T, B, ...]`) or None without one."""
+    k_env, k_warm = keys
+    obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
+    buffer = init(example, cfg.buffer_size)
+    warmup_steps = cfg.learning_starts // cfg.num_envs
+    if not warmup_steps:
+        return env_state, obs, buffer, None
+    (env_state, obs, _), traj = warmup((env_state, obs, k_warm), warmup_steps)
+    return env_state, obs, add_rollout(buffer, traj), traj
+
+
+def finish_update(state: Any, params: Any, opt_state: Any, buffer: ReplayState, carry: tuple, stats: dict,
+                  steps_per_update: int, **extra: jax.Array) -> tuple[Any, dict]:  # fmt: skip
+    """The end of one update of a replay agent (SAC, DQN, DηN): the next `state` (a
+    dataclass with the fields params, opt_state, buffer, env_state, obs, key,
+    update_step, env_steps) from the learned `params` and `opt_state`, the `buffer` and
+    the collect `carry = (env_state, obs, key)`; and the update's metrics: `stats`
+    (`{name: [gradient_steps]}`) averaged, `env_steps`, the `EpisodeStats` summary
+    (`episode_return`, `episodes`) and `extra`."""
+    env_state, obs, key = carry
+    env_steps = state.env_steps + steps_per_update
+    new_state = state.replace(params=params, opt_state=opt_state, buffer=buffer, env_state=env_state, obs=obs,
+                              key=key, update_step=state.update_step + 1, env_steps=env_steps)  # fmt: skip
+    episode_return, episodes = episode_summary(env_state)
+    metrics = {k: v.mean() for k, v in stats.items()}
+    metrics.update(env_steps=env_steps, episode_return=episode_return, episodes=episodes, **extra)
+    return new_state, metrics
+
+
+def agent_from_pieces(nets: Any, env: Any, cfg: Any, init_state: Callable, update: Callable, act: Callable,
+                      *pieces: Any) -> Agent:  # fmt: skip
+    """The `Agent` of a replay agent made of module-level pieces with the
+    signatures `init_state(nets, env, cfg, c, env_params, key)`, `update(nets, env, cfg,
+    c, state, env_params, *pieces)` and `act(nets, params, obs, key, c, deterministic)`;
+    its policy params are `state.params` and a run has `c.num_updates` updates."""
+    return Agent(
+        init=lambda key, c, env_params: init_state(nets, env, cfg, c, env_params, key),
+        update=lambda state, c, env_params: update(nets, env, cfg, c, state, env_params, *pieces),
+        act=lambda params, obs, key, c, deterministic=True: act(nets, params, obs, key, c, deterministic),
+        policy_params=lambda s: s.params,
+        num_updates=lambda c: c.num_updates,
+    )
