@@ -409,9 +409,6 @@ def learn_step(
     return online, target, opt_state, stats
 
 
-learn = learn_step  # the name agents/ddp/deep.py calls
-
-
 def collect_and_learn(state: Any, collect: Callable, loss_for: Callable, eps: jax.Array, cfg: DQNConfig,
                       c: DQNConfig, observed: Callable = lambda obs: obs) -> tuple[Any, dict]:  # fmt: skip
     """One update of a DQN-style agent (DQN, DηN) on `state`: `collect(carry) -> (carry,

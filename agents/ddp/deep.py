@@ -16,9 +16,10 @@ Acting and bootstrapping use the stock-augmented greedy rule (note the shift by 
 
 at `(s, c)` when acting and at `(s', (c + r)/gamma)` in the target, which is then
 `Π law(r + gamma Z̄(s', c', a*))` (C51) or the samples `r + gamma θ̄(s', c', a*)` (QR).
-The losses are DQN's (`rlx.distributional.categorical_q_loss` / `quantile_q_loss`, fed
-`E f(c' + Z̄(s', c', ·))` as the action selector), and the replay, ε schedule,
-optimiser and target updates are `agents/dqn.py`'s. Because the stock evolves
+The targets and losses are DQN's pieces (`dqn.categorical_targets` / `quantile_targets`
+and `categorical_loss` / `quantile_loss`, fed `E f(c' + Z̄(s', c', ·))` as the action
+selector), and the replay, ε schedule, optimiser, target updates and the update itself
+(`dqn.collect_and_learn`) are `agents/dqn.py`'s. Because the stock evolves
 deterministically given the reward, a stored transition holds for every stock: each
 sampled transition gets, with probability `relabel_prob`, a fresh stock
 `c ~ U[stock_low, stock_high]` and next stock `(c + r)/gamma` (hindsight relabelling).
@@ -56,11 +57,17 @@ The objective f is data (`objective_family`, `objective_params`: traced config f
 see `agents/ddp/objectives.py`), so seeds and objectives vmap as one population.
 Evaluation fixes c_0 (`evaluate`, e.g. `c_0 = -target`), or searches c_0 at the start
 state for CVaR (`select_c0`, the Rockafellar–Uryasev outer max on the network's values).
+
+The pieces are module-level functions that `make_agent` composes: `make_networks`,
+`network_inputs` and `stock_scores` (joined in `values`), `epsilon_greedy` / `act`,
+`collect` / `warmup`, `relabel`, `bootstrap_discount`, the `targets` and `loss` per head
+(`TARGETS`, `LOSSES`: DQN's), `ddp_loss` joining them, and `update`. `targets` and
+`loss` can be replaced by passing a function.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -76,7 +83,7 @@ from rlx.agents.ddp.objectives import FAMILIES, NUM_PARAMS, Objective
 from rlx.config import _concrete, config, static, traced
 from rlx.envs import stock as stock_lib
 from rlx.envs.core import Environment
-from rlx.envs.wrappers import EpisodeStats, episode_summary, is_discrete
+from rlx.envs.wrappers import EpisodeStats, is_discrete
 from rlx.evaluation import episode_limit, evaluate as evaluate_agent
 from rlx.networks import ACTIVATIONS, MLP, _dense
 from rlx.running_stats import RunningStats, init_stats, normalize, update_stats
@@ -312,185 +319,249 @@ def hat_features(x: jax.Array, low, high, k: int) -> jax.Array:
     return jnp.maximum(0.0, 1.0 - jnp.abs(u[..., None] - jnp.arange(k, dtype=u.dtype)))
 
 
-def num_extras(cfg: DDPConfig) -> int:
-    """Width of the stock and time-to-go input that joins the torso features."""
+def num_extras(cfg: Any) -> int:
+    """Width of the stock and time-to-go input that joins the torso features (`cfg`: a
+    `DDPConfig` or `DDPNetworks`)."""
     n = 1 + cfg.stock_features
     if cfg.horizon:
         n += 1 + (cfg.horizon + 1 if cfg.time_features else 0)
     return n
 
 
-def _make_network(env: Any, cfg: DDPConfig):
-    """The network and `values(online, obs_stats, obs, c) -> (out [..., A, M], E f(stock + Z) [..., A])`."""
-    num_actions = env.action_space(env.default_params).n
-    network = StockDistributionalNetwork(num_actions, cfg.num_atoms, cfg.hidden, cfg.head_hidden, cfg.activation)
-    head, m, horizon = cfg.head, cfg.num_atoms, cfg.horizon
+# -- the network and its greedy scores ---------------------------------------------------------
+class DDPNetworks(NamedTuple):
+    """The network and the static facts about its inputs and head that every piece needs."""
 
-    def forward(online, obs_stats, obs, c, batch_dims):
-        inner = normalize(obs_stats, obs["obs"]) if cfg.normalize_obs else obs["obs"]
-        extras = [stock_lib.normalise_stock(obs["stock"], c.stock_low, c.stock_high)[..., None]]
-        if cfg.stock_features:
-            extras.append(hat_features(obs["stock"], c.stock_low, c.stock_high, cfg.stock_features))
-        if horizon:
-            ttg = obs["time_to_go"].astype(jnp.float32)
-            extras.append(ttg[..., None] / horizon)
-            if cfg.time_features:
-                extras.append(hat_features(ttg, 0.0, float(horizon), horizon + 1))
-        return network.apply(online, inner, jnp.concatenate(extras, -1), batch_dims)
+    network: Any  # StockDistributionalNetwork: (obs [N, *obs], extras [N, E]) -> [N, A, M]
+    head: str  # c51 | qr
+    num_actions: int  # A
+    num_atoms: int  # M (c51 atoms, qr quantiles)
+    transition: replay.Transition  # shapes and dtypes of one stored transition (dict observations)
+    horizon: int  # H; 0: no time-to-go input
+    stock_features: int  # K hat features of the stock; 0: the normalised scalar only
+    time_features: bool  # a one-hot of the time-to-go
+    normalize_obs: bool
 
-    def values(online, obs_stats, obs, c, batch_dims=1):
-        """Network output and the greedy scores `E f(c + Z(s, c, a))` at the obs' stock."""
-        out = forward(online, obs_stats, obs, c, batch_dims)
-        f = c.objective()
-        stock = obs["stock"][..., None, None]
-        if head == "c51":
-            z = dist.categorical_support(c.v_min, c.v_max, m)
-            scores = jnp.sum(jax.nn.softmax(out, -1) * objectives_lib.utility(f, stock + z), -1)
-        else:
-            scores = jnp.mean(objectives_lib.utility(f, stock + out), -1)
-        return out, scores
 
-    def init_params(key):
-        obs = example_transition(env, cfg).obs["obs"]
-        dummy = jnp.zeros((1,) + obs.shape, jnp.float32)
-        online = network.init(key, dummy, jnp.zeros((1, num_extras(cfg))), 1)
-        return DDPParams(online, online, init_stats(obs.shape))
+def make_networks(env: Any, cfg: DDPConfig) -> DDPNetworks:
+    """The network for `env` (an rlx `Environment` with discrete actions, without the
+    stock); one line naming the problem otherwise."""
+    act_space = env.action_space(env.default_params)
+    if not is_discrete(act_space):
+        raise ValueError(f"{type(cfg).__name__} needs discrete actions, but {getattr(env, 'name', env)} has a Box "
+                         f"of shape {act_space.shape}.")
+    network = StockDistributionalNetwork(act_space.n, cfg.num_atoms, cfg.hidden, cfg.head_hidden, cfg.activation)
+    return DDPNetworks(network, cfg.head, act_space.n, cfg.num_atoms, example_transition(env, cfg), cfg.horizon,
+                       cfg.stock_features, cfg.time_features, cfg.normalize_obs)  # fmt: skip
 
-    return network, values, init_params
+
+def network_inputs(nets: DDPNetworks, obs_stats: RunningStats, obs: dict, c: DDPConfig) -> tuple:
+    """A stock-augmented observation (dict of `[..., ...]`) -> `(inner obs [..., *obs],
+    extras [..., E])`: the inner observation (normalised with `normalize_obs`) and
+    `[norm(stock), hats(stock), time_to_go / H, one_hot(time_to_go)]`, as configured."""
+    inner = normalize(obs_stats, obs["obs"]) if nets.normalize_obs else obs["obs"]
+    extras = [stock_lib.normalise_stock(obs["stock"], c.stock_low, c.stock_high)[..., None]]
+    if nets.stock_features:
+        extras.append(hat_features(obs["stock"], c.stock_low, c.stock_high, nets.stock_features))
+    if nets.horizon:
+        ttg = obs["time_to_go"].astype(jnp.float32)
+        extras.append(ttg[..., None] / nets.horizon)
+        if nets.time_features:
+            extras.append(hat_features(ttg, 0.0, float(nets.horizon), nets.horizon + 1))
+    return inner, jnp.concatenate(extras, -1)
+
+
+def stock_scores(nets: DDPNetworks, out: jax.Array, stock: jax.Array, c: DDPConfig) -> jax.Array:
+    """The greedy scores `E f(stock + Z(s, stock, a))`, `[..., A]`, of the network output
+    `out [..., A, M]` (c51 logits on the support, or qr quantiles) at `stock [...]`."""
+    f = c.objective()
+    stock = stock[..., None, None]
+    if nets.head == "c51":
+        z = dist.categorical_support(c.v_min, c.v_max, nets.num_atoms)
+        return jnp.sum(jax.nn.softmax(out, -1) * objectives_lib.utility(f, stock + z), -1)
+    return jnp.mean(objectives_lib.utility(f, stock + out), -1)
+
+
+def values(nets: DDPNetworks, online: Any, obs_stats: RunningStats, obs: dict, c: DDPConfig,
+           batch_dims: int = 1) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+    """Network output `[..., A, M]` and the greedy scores `[..., A]` at the obs' stock."""
+    inner, extras = network_inputs(nets, obs_stats, obs, c)
+    out = nets.network.apply(online, inner, extras, batch_dims)
+    return out, stock_scores(nets, out, obs["stock"], c)
+
+
+def init_params(nets: DDPNetworks, key: jax.Array) -> DDPParams:
+    """Freshly initialised params: online = target network, empty observation statistics."""
+    obs_shape = nets.transition.obs["obs"].shape
+    online = nets.network.init(key, jnp.zeros((1,) + obs_shape, jnp.float32), jnp.zeros((1, num_extras(nets))), 1)
+    return DDPParams(online, online, init_stats(obs_shape))
 
 
 def make_params(env: Any, cfg: DDPConfig, key: jax.Array) -> DDPParams:
     """Freshly initialised agent params (online = target network) without an env run."""
-    return _make_network(env, cfg)[2](key)
+    return init_params(make_networks(env, cfg), key)
 
 
 def make_value_fn(env: Any, cfg: DDPConfig) -> Callable:
     """`values(params: DDPParams, obs, c) -> E f(stock + Z(s, stock, a))` `[B, A]` for a
     batch of stock-augmented observations (dicts of `[B, ...]`)."""
-    _, values, _ = _make_network(env, cfg)
-    return lambda params, obs, c: values(params.online, params.obs_stats, obs, c)[1]
+    nets = make_networks(env, cfg)
+    return lambda params, obs, c: values(nets, params.online, params.obs_stats, obs, c)[1]
 
 
-def make_agent(env: Any, cfg: DDPConfig) -> Agent:
+# -- acting and collecting ---------------------------------------------------------------------
+def epsilon_greedy(nets: DDPNetworks, params: DDPParams, obs: dict, key: jax.Array, eps: jax.Array,
+                   c: DDPConfig) -> jax.Array:  # fmt: skip
+    """Batched stock-augmented `obs` (dict of `[B, ...]`) -> actions `[B]` int32: uniformly
+    random with probability `eps`, else `argmax_a E f(c + Z(s, c, a))`."""
+    return dqn.epsilon_greedy_actions(values(nets, params.online, params.obs_stats, obs, c)[1], key, eps)
+
+
+def act(nets: DDPNetworks, params: DDPParams, obs: dict, key: jax.Array, c: DDPConfig,
+        deterministic: bool = True) -> jax.Array:  # fmt: skip
+    """One unbatched stock-augmented observation (dict) -> `argmax_a E f(c + Z)`, or
+    ε-greedy with ε = eps_end."""
+    batched = jax.tree.map(lambda x: x[None], obs)
+    scores = values(nets, params.online, params.obs_stats, batched, c)[1][0]
+    return dqn.epsilon_greedy_action(scores, key, c.eps_end, deterministic)
+
+
+def collect(nets: DDPNetworks, params: DDPParams, senv: Any, sparams: Any, carry: tuple, eps: jax.Array,
+            c: DDPConfig, num_steps: int) -> tuple[tuple, replay.Transition]:  # fmt: skip
+    """`num_steps` ε-greedy steps of the stock-wrapped env from `carry = (env_state, obs,
+    key)`. Returns the new carry and a replay `Transition` with leaves `[T, B, ...]`."""
+    policy = lambda obs, k: epsilon_greedy(nets, params, obs, k, eps, c)  # noqa: E731
+    return replay.collect(senv, sparams, carry, policy, num_steps)
+
+
+def warmup(nets: DDPNetworks, senv: Any, sparams: Any, carry: tuple, num_steps: int) -> tuple[tuple, replay.Transition]:
+    """`collect` with uniformly random actions (the warm-up that fills the buffer)."""
+    policy = lambda obs, k: jax.random.randint(k, obs["stock"].shape, 0, nets.num_actions, jnp.int32)  # noqa: E731
+    return replay.collect(senv, sparams, carry, policy, num_steps)
+
+
+def init_state(nets: DDPNetworks, senv: Any, cfg: DDPConfig, c: DDPConfig, env_params: Any, key: jax.Array) -> DDPState:
+    """The network (target = online), the optimiser, `num_envs` reset stock-wrapped envs
+    (c_0 from the training range), and a buffer filled by the warm-up phase."""
+    key, k_net, k_env, k_warm = jax.random.split(key, 4)
+    sparams = stock_env_params(c, env_params)
+    params = init_params(nets, k_net)
+    opt_state = dqn.make_optimizer(cfg, c).init(params.online)
+    fill = lambda carry, num_steps: warmup(nets, senv, sparams, carry, num_steps)  # noqa: E731
+    env_state, obs, buffer, traj = replay.reset_and_fill(senv, sparams, (k_env, k_warm), nets.transition, fill, cfg)
+    if traj is not None and cfg.normalize_obs:
+        params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs["obs"]))
+    zero = jnp.zeros((), jnp.int32)
+    return DDPState(params, opt_state, buffer, env_state, obs, key, zero, zero + cfg.learning_starts)
+
+
+# -- relabelling, targets and the loss ---------------------------------------------------------
+def relabel(mb: replay.Transition, key: jax.Array, c: DDPConfig) -> replay.Transition:
+    """Give a `relabel_prob` fraction of the minibatch (leaves `[N, ...]`) fresh stocks in
+    hindsight: `c ~ U[stock_low, stock_high]` (rounded to multiples of `stock_spacing`
+    when it is > 0) and next stock `(c + r)/gamma`."""
+    k_c, k_m = jax.random.split(key)
+    stocks, _ = stock_lib.relabel_stocks(k_c, mb.reward, c.gamma, c.stock_low, c.stock_high)
+    spacing = jnp.where(c.stock_spacing > 0, c.stock_spacing, 1.0)
+    stocks = jnp.where(c.stock_spacing > 0, jnp.round(stocks / spacing) * spacing, stocks)
+    next_stocks = stock_lib.next_stock(stocks, mb.reward, c.gamma)
+    fresh = jax.random.uniform(k_m, mb.reward.shape) < c.relabel_prob
+    obs = {**mb.obs, "stock": jnp.where(fresh, stocks, mb.obs["stock"])}
+    next_obs = {**mb.next_obs, "stock": jnp.where(fresh, next_stocks, mb.next_obs["stock"])}
+    return mb._replace(obs=obs, next_obs=next_obs)
+
+
+def bootstrap_discount(mb: replay.Transition, c: DDPConfig, horizon: int) -> jax.Array:
+    """`gamma·(1 - end)` `[N]`: with a horizon H > 0 the time limit ends the return (as in
+    the finite-horizon DP), so truncated steps do not bootstrap; with H = 0 only
+    termination ends it."""
+    end = mb.terminated | mb.truncated if horizon else mb.terminated
+    return c.gamma * (1.0 - end.astype(jnp.float32))
+
+
+def clipped_mass(reward: jax.Array, discount: jax.Array, next_out: jax.Array, selector: jax.Array,
+                 c: DDPConfig) -> jax.Array:  # fmt: skip
+    """C51: the mean target mass `Z̄(s', c', a*)` puts outside `[v_min, v_max]` (clipped
+    onto the edge atoms by the projection); it should be ~0, or the support misses some
+    returns-to-go. reward, discount `[N]`; next_out logits `[N, A, M]`; selector `[N, A]`."""
+    num_atoms = next_out.shape[-1]
+    z = dist.categorical_support(c.v_min, c.v_max, num_atoms)
+    a_star = jnp.argmax(selector, -1)
+    p_next = jax.nn.softmax(jnp.take_along_axis(next_out, a_star[:, None, None], 1)[:, 0], -1)
+    y = reward[:, None] + discount[:, None] * z
+    tol = 1e-3 * (c.v_max - c.v_min) / (num_atoms - 1)
+    outside = (y < c.v_min - tol) | (y > c.v_max + tol)
+    return jnp.mean(jnp.sum(p_next * outside, -1))
+
+
+# The default pieces by head: DQN's own, fed the stock-augmented action selector.
+TARGETS = {"c51": dqn.categorical_targets, "qr": dqn.quantile_targets}
+LOSSES = {"c51": dqn.categorical_loss, "qr": dqn.quantile_loss}
+
+
+def ddp_loss(nets: DDPNetworks, cfg: DDPConfig, c: DDPConfig, params: DDPParams, online: Any, target_params: Any,
+             mb: replay.Transition, key: jax.Array, targets: Callable,
+             loss: Callable) -> tuple[jax.Array, dict]:  # fmt: skip
+    """The distributional TD loss on one relabelled minibatch `mb` (leaves `[N, ...]`):
+    `loss(out, action, targets(reward, discount, next_out, selector, c), c)` with
+    `selector = E f(c' + Z(s', c', ·))` `[N, A]` of the target network (the online one
+    with `double_q`). `params` gives the observation statistics; `online` is
+    differentiated. Returns `(loss, {"value": mean E f(c + Z(s, c, a)), "clipped": ...})`."""
+    mb = relabel(mb, key, c)
+    out, scores = values(nets, online, params.obs_stats, mb.obs, c)
+    next_out, selector = values(nets, target_params, params.obs_stats, mb.next_obs, c)
+    if cfg.double_q:
+        selector = values(nets, online, params.obs_stats, mb.next_obs, c)[1]
+    selector, next_out = jax.lax.stop_gradient((selector, next_out))
+    discount = bootstrap_discount(mb, c, nets.horizon)
+    # A target is a constant of the regression, whatever `targets` computes it from.
+    y = jax.lax.stop_gradient(targets(mb.reward, discount, next_out, selector, c))
+    aux = dict(value=jnp.mean(jnp.take_along_axis(scores, mb.action[:, None], -1)))
+    if nets.head == "c51":
+        aux["clipped"] = clipped_mass(mb.reward, discount, next_out, selector, c)
+    return loss(out, mb.action, y, c), aux
+
+
+# -- the update and the agent ------------------------------------------------------------------
+def update(nets: DDPNetworks, senv: Any, cfg: DDPConfig, c: DDPConfig, state: DDPState, env_params: Any,
+           targets: Callable, loss: Callable) -> tuple[DDPState, dict]:  # fmt: skip
+    """One update: `rollout_steps` ε-greedy steps per env, stored, then `dqn.learn_step`
+    with `ddp_loss(targets, loss)` (through `dqn.collect_and_learn`). Returns `(state, metrics)`."""
+    sparams = stock_env_params(c, env_params)
+    eps = dqn.epsilon(c, state.env_steps, cfg.total_steps, cfg.eps_schedule)
+
+    def collect_steps(carry):
+        return collect(nets, state.params, senv, sparams, carry, eps, c, cfg.rollout_steps)
+
+    def loss_for(params):
+        return lambda online, target, mb, k: ddp_loss(nets, cfg, c, params, online, target, mb, k, targets, loss)
+
+    return dqn.collect_and_learn(state, collect_steps, loss_for, eps, cfg, c, observed=lambda obs: obs["obs"])
+
+
+def make_agent(env: Any, cfg: DDPConfig, targets: Callable | None = None, loss: Callable | None = None) -> Agent:
     """Build DηN for `env`, an rlx `Environment` with discrete actions (e.g.
-    `rlx.envs.tabular.to_gymnax(mdp)`); the agent adds the stock. `train` takes the
-    inner env's params; `act` takes one stock-augmented observation (a dict)."""
-    act_space = env.action_space(env.default_params)
-    if not is_discrete(act_space):
-        raise ValueError(f"{type(cfg).__name__} needs discrete actions, but {getattr(env, 'name', env)} has a Box "
-                         f"of shape {act_space.shape}.")
+    `rlx.envs.tabular.to_gymnax(mdp)`), from the pieces above; the agent adds the stock.
+    `train` takes the inner env's params; `act` takes one stock-augmented observation (a
+    dict). Each keyword replaces one piece, as in `dqn.make_agent`:
+
+    targets(reward [N], discount [N], next_out [N, A, M], selector [N, A], c) -> target:
+        the bootstrap target (default by head: `dqn.categorical_targets` `[N, M]`
+        probabilities, `dqn.quantile_targets` `[N, M]` samples); `selector` holds the
+        greedy scores `E f(c' + Z(s', c', ·))`; gradients are stopped at its output.
+    loss(out [N, A, M], action [N], target, c) -> scalar: the regression onto the target
+        (default by head: `dqn.categorical_loss`, `dqn.quantile_loss`).
+    """
+    nets = make_networks(env, cfg)
     senv = EpisodeStats(stock_env(env, cfg))
     if cfg.horizon:
         limit = getattr(env.default_params, "max_steps_in_episode", None)
         if limit is None or int(limit) != cfg.horizon:
             raise ValueError(f"{type(cfg).__name__}.horizon = {cfg.horizon} is invalid: it must equal the env's time "
                              f"limit max_steps_in_episode = {limit} (the time-to-go input counts down from it).")
-    num_actions = act_space.n
-    _, values, init_params = _make_network(env, cfg)
-    example = example_transition(env, cfg)
-    warmup_steps = cfg.learning_starts // cfg.num_envs
-    head = cfg.head
-
-    def uniform(obs, k):
-        return jax.random.randint(k, (cfg.num_envs,), 0, num_actions, jnp.int32)
-
-    def init(key, c: DDPConfig, env_params) -> DDPState:
-        key, k_net, k_env, k_warm = jax.random.split(key, 4)
-        sparams = stock_env_params(c, env_params)
-        params = init_params(k_net)
-        opt_state = dqn.make_optimizer(cfg, c).init(params.online)
-        obs, env_state = jax.vmap(senv.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), sparams)
-        buffer = replay.init(example, cfg.buffer_size)
-        if warmup_steps:
-            (env_state, obs, _), traj = replay.collect(senv, sparams, (env_state, obs, k_warm), uniform, warmup_steps)
-            buffer = replay.add_rollout(buffer, traj)
-            if cfg.normalize_obs:
-                params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs["obs"]))
-        zero = jnp.zeros((), jnp.int32)
-        return DDPState(params, opt_state, buffer, env_state, obs, key, zero, zero + cfg.learning_starts)
-
-    def relabel(mb: replay.Transition, key, c: DDPConfig) -> replay.Transition:
-        """Give a `relabel_prob` fraction of the minibatch fresh stocks (hindsight)."""
-        k_c, k_m = jax.random.split(key)
-        stocks, _ = stock_lib.relabel_stocks(k_c, mb.reward, c.gamma, c.stock_low, c.stock_high)
-        spacing = jnp.where(c.stock_spacing > 0, c.stock_spacing, 1.0)
-        stocks = jnp.where(c.stock_spacing > 0, jnp.round(stocks / spacing) * spacing, stocks)
-        next_stocks = stock_lib.next_stock(stocks, mb.reward, c.gamma)
-        fresh = jax.random.uniform(k_m, mb.reward.shape) < c.relabel_prob
-        obs = {**mb.obs, "stock": jnp.where(fresh, stocks, mb.obs["stock"])}
-        next_obs = {**mb.next_obs, "stock": jnp.where(fresh, next_stocks, mb.next_obs["stock"])}
-        return mb._replace(obs=obs, next_obs=next_obs)
-
-    def loss_fn(online, target, c: DDPConfig, params: DDPParams, mb: replay.Transition, key):
-        mb = relabel(mb, key, c)
-        out, scores = values(online, params.obs_stats, mb.obs, c)
-        out_next, selector = values(target, params.obs_stats, mb.next_obs, c)
-        if cfg.double_q:
-            selector = values(online, params.obs_stats, mb.next_obs, c)[1]
-        selector, out_next = jax.lax.stop_gradient((selector, out_next))
-        # The horizon ends the return: a time-limited step does not bootstrap.
-        end = mb.terminated | mb.truncated if cfg.horizon else mb.terminated
-        discount = c.gamma * (1.0 - end.astype(jnp.float32))
-        if head == "c51":
-            z = dist.categorical_support(c.v_min, c.v_max, cfg.num_atoms)
-            losses = jax.vmap(dist.categorical_q_loss, (0, 0, 0, 0, 0, 0, None))(
-                out, mb.action, mb.reward, discount, out_next, selector, z)
-        else:
-            losses = jax.vmap(dist.quantile_q_loss, (0, 0, 0, 0, 0, 0, None))(
-                out, mb.action, mb.reward, discount, out_next, selector, cfg.huber_kappa)
-        taken = jnp.take_along_axis(scores, mb.action[:, None], -1)
-        aux = dict(value=jnp.mean(taken))
-        if head == "c51":
-            # Target mass that falls outside [v_min, v_max] and is clipped onto the edge
-            # atoms: it should be ~0, or the support misses some returns-to-go.
-            a_star = jnp.argmax(selector, -1)
-            p_next = jax.nn.softmax(jnp.take_along_axis(out_next, a_star[:, None, None], 1)[:, 0], -1)
-            y = mb.reward[:, None] + discount[:, None] * z
-            tol = 1e-3 * (c.v_max - c.v_min) / (cfg.num_atoms - 1)
-            outside = (y < c.v_min - tol) | (y > c.v_max + tol)
-            aux["clipped"] = jnp.mean(jnp.sum(p_next * outside, -1))
-        return jnp.mean(losses), aux
-
-    def update(state: DDPState, c: DDPConfig, env_params):
-        params = state.params
-        sparams = stock_env_params(c, env_params)
-        eps = dqn.epsilon(c, state.env_steps, cfg.total_steps, cfg.eps_schedule)
-
-        def explore(obs, k):
-            _, k_rand, k_coin = jax.random.split(k, 3)
-            greedy = jnp.argmax(values(params.online, params.obs_stats, obs, c)[1], -1).astype(jnp.int32)
-            return jnp.where(jax.random.uniform(k_coin, (cfg.num_envs,)) < eps, uniform(obs, k_rand), greedy)
-
-        (env_state, last_obs, key), traj = replay.collect(
-            senv, sparams, (state.env_state, state.obs, state.key), explore, cfg.rollout_steps)
-        buffer = replay.add_rollout(state.buffer, traj)
-        if cfg.normalize_obs:
-            params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs["obs"]))
-        key, k_learn = jax.random.split(key)
-        online, target, opt_state, stats = dqn.learn(
-            lambda on, tg, mb, k: loss_fn(on, tg, c, params, mb, k),
-            buffer, k_learn, params.online, params.target, state.opt_state, state.update_step, cfg, c,
-        )  # fmt: skip
-        params = params.replace(online=online, target=target)
-        env_steps = state.env_steps + cfg.steps_per_update
-        new_state = DDPState(params, opt_state, buffer, env_state, last_obs, key, state.update_step + 1, env_steps)
-        episode_return, episodes = episode_summary(env_state)
-        metrics = {k: v.mean() for k, v in stats.items()}
-        metrics.update(env_steps=env_steps, episode_return=episode_return, episodes=episodes, epsilon=eps)
-        return new_state, metrics
-
-    def act(params: DDPParams, obs, key, c: DDPConfig, deterministic: bool = True):
-        """One unbatched stock-augmented observation (dict) -> `argmax_a E f(c + Z)`, or
-        ε-greedy with ε = eps_end."""
-        batched = jax.tree.map(lambda x: x[None], obs)
-        greedy = jnp.argmax(values(params.online, params.obs_stats, batched, c)[1][0]).astype(jnp.int32)
-        if deterministic:
-            return greedy
-        k_rand, k_coin = jax.random.split(key)
-        random = jax.random.randint(k_rand, (), 0, num_actions, jnp.int32)
-        return jnp.where(jax.random.uniform(k_coin) < c.eps_end, random, greedy)
-
-    return Agent(init=init, update=update, act=act, policy_params=lambda s: s.params, num_updates=lambda c: c.num_updates)
+    targets = TARGETS[cfg.head] if targets is None else targets
+    loss = LOSSES[cfg.head] if loss is None else loss
+    return replay.agent_from_pieces(nets, senv, cfg, init_state, update, act, targets, loss)
 
 
 # --------------------------------------------------------------------------------------
