@@ -220,7 +220,8 @@ def test_qr_loss_is_rlax_with_the_stock_augmented_selector(grid):
     sel = jnp.broadcast_to(selector[..., None], next_out.shape)
     discount = 1.0 - (np.asarray(mb.terminated) | np.asarray(mb.truncated)).astype(np.float32)
     taus = dist.quantile_midpoints(cfg.num_atoms)
-    ref = jax.vmap(lambda q1, a, r, d, s, q2: rlax.quantile_q_learning(q1.T, taus, a, r, d, s.T, q2.T, cfg.huber_kappa))(
+    kappa = cfg.huber_kappa
+    ref = jax.vmap(lambda q1, a, r, d, s, q2: rlax.quantile_q_learning(q1.T, taus, a, r, d, s.T, q2.T, kappa))(
         out, mb.action, mb.reward, jnp.asarray(discount), sel, next_out)
     np.testing.assert_allclose(loss, jnp.mean(ref), rtol=1e-5)
 
