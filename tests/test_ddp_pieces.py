@@ -51,27 +51,29 @@ def cfg(grid):
 
 
 @pytest.fixture(scope="module")
-def default_train(grid, cfg):
-    """The default agent's jitted train function (one compile, shared by the tests)."""
-    return jax.jit(make_train(deep.make_agent(grid[1], cfg), cfg))
+def default_runs(grid, cfg):
+    """`{tau: (state, metrics)}` of the default agent at tau 1 (its own: the target network
+    copies the online one) and 0 (it stays at init): one compile for the tests."""
+    assert cfg.tau == 1.0
+    train = jax.jit(make_train(deep.make_agent(grid[1], cfg), cfg))
+    return {tau: train(jax.random.key(0), cfg.replace(tau=tau), grid[2]) for tau in (1.0, 0.0)}
 
 
-def test_injected_default_pieces_give_the_default_run_bitwise(grid, cfg, default_train):
-    _, env, params = grid
-    base_state, base = default_train(jax.random.key(0), cfg, params)
+def test_injected_default_pieces_give_the_default_run_bitwise(grid, cfg, default_runs):
     agent = deep.make_agent(
-        env, cfg,
+        grid[1], cfg,
         targets=lambda r, d, next_out, selector, c: dqn.categorical_targets(r, d, next_out, selector, c),
         loss=lambda out, action, target, c: dqn.categorical_loss(out, action, target, c),
     )  # fmt: skip
-    state, metrics = jax.jit(make_train(agent, cfg))(jax.random.key(0), cfg, params)
+    state, metrics = jax.jit(make_train(agent, cfg))(jax.random.key(0), cfg, grid[2])
+    base_state, base = default_runs[cfg.tau]
     assert _same(base_state, state)
     assert set(base) == set(metrics) and {"loss", "value", "clipped"} <= set(base)
     for k in base:
         np.testing.assert_array_equal(np.asarray(base[k]), np.asarray(metrics[k]), err_msg=k)
 
 
-def test_a_reward_only_target_reaches_the_update(grid, cfg, default_train):
+def test_a_reward_only_target_reaches_the_update(grid, cfg, default_runs):
     """A target of the point mass at r never reads the target network, so the online
     network cannot depend on how that moves (tau 1: copies, tau 0: frozen at init; tau
     is traced: no recompile); with the default target it does."""
@@ -92,8 +94,7 @@ def test_a_reward_only_target_reaches_the_update(grid, cfg, default_train):
     assert not _same(moved.params.target, frozen.params.target)
     assert _same(moved.params.online, frozen.params.online)
     np.testing.assert_array_equal(np.asarray(m_metrics["loss"]), np.asarray(f_metrics["loss"]))
-    d_moved, d_metrics = default_train(jax.random.key(0), cfg.replace(tau=1.0), params)
-    d_frozen, d_f_metrics = default_train(jax.random.key(0), cfg.replace(tau=0.0), params)
+    (d_moved, d_metrics), (d_frozen, d_f_metrics) = default_runs[1.0], default_runs[0.0]
     assert not _same(d_moved.params.online, d_frozen.params.online)
     assert not np.array_equal(np.asarray(d_metrics["loss"]), np.asarray(d_f_metrics["loss"]))
     assert not np.array_equal(np.asarray(d_metrics["loss"]), np.asarray(m_metrics["loss"]))
