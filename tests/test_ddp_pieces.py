@@ -120,13 +120,18 @@ def _minibatch(nets, seed, stock_low=-32.0, stock_high=16.0):
 
 
 def _params(nets, seed):
+    """Params with an online and a target network initialised apart."""
+    init = jax.jit(lambda k: deep.init_params(nets, k))
     k_on, k_tg = jax.random.split(jax.random.key(seed))
-    online, target = deep.init_params(nets, k_on), deep.init_params(nets, k_tg)
-    return online.replace(target=target.online)
+    return init(k_on).replace(target=init(k_tg).online)
 
 
-def _values(nets, online, obs_stats, obs, c):
-    return jax.jit(lambda p, o: deep.values(nets, p, obs_stats, o, c))(online, obs)
+def _jitted(nets, cfg, params):
+    """`values(online, obs)` and `ddp_loss(mb, targets, loss)` at `params`, each compiled once."""
+    values = jax.jit(lambda online, obs: deep.values(nets, online, params.obs_stats, obs, cfg))
+    loss = jax.jit(lambda mb, targets, loss: deep.ddp_loss(nets, cfg, cfg, params, params.online, params.target, mb,
+                                                          jax.random.key(0), targets, loss), static_argnums=(1, 2))
+    return values, loss
 
 
 @pytest.mark.parametrize("head", ["c51", "qr"])
@@ -192,15 +197,14 @@ def test_c51_loss_is_rlax_with_the_stock_augmented_selector(grid, double_q):
     cfg = _cfg(grid[0], relabel_prob=0.0, double_q=double_q)
     nets = deep.make_networks(grid[1], cfg)
     params, mb = _params(nets, 1), _minibatch(nets, 1)
-    loss, aux = deep.ddp_loss(nets, cfg, cfg, params, params.online, params.target, mb, jax.random.key(0),
-                              dqn.categorical_targets, dqn.categorical_loss)  # fmt: skip
-    out, _ = _values(nets, params.online, params.obs_stats, mb.obs, cfg)
-    next_out, _ = _values(nets, params.target, params.obs_stats, mb.next_obs, cfg)
-    sel_out = _values(nets, params.online if double_q else params.target, params.obs_stats, mb.next_obs, cfg)[0]
+    values, ddp_loss = _jitted(nets, cfg, params)
+    loss, aux = ddp_loss(mb, dqn.categorical_targets, dqn.categorical_loss)
+    out, next_out = values(params.online, mb.obs)[0], values(params.target, mb.next_obs)[0]
+    sel_out = values(params.online if double_q else params.target, mb.next_obs)[0]
     z = np.linspace(cfg.v_min, cfg.v_max, cfg.num_atoms, dtype=np.float32)
     selector = (jax.nn.softmax(sel_out, -1) * -jnp.abs(mb.next_obs["stock"][:, None, None] + z)).sum(-1)
     discount = 1.0 - (np.asarray(mb.terminated) | np.asarray(mb.truncated)).astype(np.float32)  # gamma = 1
-    ref = jax.vmap(rlax.categorical_double_q_learning, (None, 0, 0, 0, 0, None, 0, 0))(
+    ref = jax.jit(jax.vmap(rlax.categorical_double_q_learning, (None, 0, 0, 0, 0, None, 0, 0)))(
         jnp.asarray(z), out, mb.action, mb.reward, jnp.asarray(discount), jnp.asarray(z), next_out, selector)
     np.testing.assert_allclose(loss, jnp.mean(ref), rtol=1e-5)
     scores = (jax.nn.softmax(out, -1) * -jnp.abs(mb.obs["stock"][:, None, None] + z)).sum(-1)
@@ -211,18 +215,17 @@ def test_qr_loss_is_rlax_with_the_stock_augmented_selector(grid):
     cfg = _cfg(grid[0], head="qr", relabel_prob=0.0)
     nets = deep.make_networks(grid[1], cfg)
     params, mb = _params(nets, 2), _minibatch(nets, 2)
-    loss, aux = deep.ddp_loss(nets, cfg, cfg, params, params.online, params.target, mb, jax.random.key(0),
-                              dqn.quantile_targets, dqn.quantile_loss)  # fmt: skip
+    values, ddp_loss = _jitted(nets, cfg, params)
+    loss, aux = ddp_loss(mb, dqn.quantile_targets, dqn.quantile_loss)
     assert "clipped" not in aux
-    out, _ = _values(nets, params.online, params.obs_stats, mb.obs, cfg)
-    next_out, _ = _values(nets, params.target, params.obs_stats, mb.next_obs, cfg)
+    out, next_out = values(params.online, mb.obs)[0], values(params.target, mb.next_obs)[0]
     # rlax selects a* from the mean of dist_q_t_selector: feed it E f(c' + θ) as constant "quantiles".
     selector = (-jnp.abs(mb.next_obs["stock"][:, None, None] + next_out)).mean(-1)
     sel = jnp.broadcast_to(selector[..., None], next_out.shape)
     discount = 1.0 - (np.asarray(mb.terminated) | np.asarray(mb.truncated)).astype(np.float32)
     taus = dist.quantile_midpoints(cfg.num_atoms)
     kappa = cfg.huber_kappa
-    ref = jax.vmap(lambda q1, a, r, d, s, q2: rlax.quantile_q_learning(q1.T, taus, a, r, d, s.T, q2.T, kappa))(
+    ref = jax.jit(jax.vmap(lambda q1, a, r, d, s, q2: rlax.quantile_q_learning(q1.T, taus, a, r, d, s.T, q2.T, kappa)))(
         out, mb.action, mb.reward, jnp.asarray(discount), sel, next_out)
     np.testing.assert_allclose(loss, jnp.mean(ref), rtol=1e-5)
 
@@ -230,13 +233,15 @@ def test_qr_loss_is_rlax_with_the_stock_augmented_selector(grid):
 def test_epsilon_greedy_and_act_follow_the_stock_augmented_scores(grid, cfg):
     nets = deep.make_networks(grid[1], cfg)
     params, mb = _params(nets, 3), _minibatch(nets, 3)
-    _, scores = _values(nets, params.online, params.obs_stats, mb.obs, cfg)
+    scores = _jitted(nets, cfg, params)[0](params.online, mb.obs)[1]
     key = jax.random.key(5)
-    greedy = deep.epsilon_greedy(nets, params, mb.obs, key, jnp.float32(0.0), cfg)
+    epsilon_greedy = jax.jit(lambda eps: deep.epsilon_greedy(nets, params, mb.obs, key, eps, cfg))
+    greedy = epsilon_greedy(jnp.float32(0.0))
     np.testing.assert_array_equal(greedy, np.argmax(np.asarray(scores), -1))
-    random = deep.epsilon_greedy(nets, params, mb.obs, key, jnp.float32(1.0), cfg)
+    random = epsilon_greedy(jnp.float32(1.0))
     _, k_rand, _ = jax.random.split(key, 3)
     np.testing.assert_array_equal(random, jax.random.randint(k_rand, (N,), 0, nets.num_actions, jnp.int32))
     assert not np.array_equal(random, greedy)
     one = jax.tree.map(lambda x: x[0], mb.obs)
-    assert int(deep.act(nets, params, one, key, cfg)) == int(np.argmax(np.asarray(scores[0])))
+    act = jax.jit(lambda obs: deep.act(nets, params, obs, key, cfg))
+    assert int(act(one)) == int(np.argmax(np.asarray(scores[0])))
