@@ -28,7 +28,7 @@ from flax import struct
 
 from rlx import distributions as D
 from rlx import rollout
-from rlx.config import config, static, traced
+from rlx.config import config, static, static_part, traced
 from rlx.envs.wrappers import EpisodeStats, episode_summary, is_discrete
 from rlx.networks import ACTIVATIONS, KERNEL_INITS, CategoricalActor, Critic, GaussianActor
 from rlx.returns import gae
@@ -483,6 +483,28 @@ def default_drift(cfg: PPOConfig) -> Any:
     return ppo_drift_fn
 
 
+def init_state(nets: PPONetworks, env: Any, obs_shape: tuple, cfg: PPOConfig, c: PPOConfig, key: jax.Array,
+               env_params: Any) -> PPOState:  # fmt: skip
+    """A fresh train state: new networks, zero observation statistics, `num_envs` reset envs."""
+    key, k_actor, k_critic, k_env = jax.random.split(key, 4)
+    dummy = jnp.zeros((1,) + obs_shape, jnp.float32)
+    params = PPOParams(
+        actor=nets.actor.init(k_actor, dummy, 1), critic=nets.critic.init(k_critic, dummy, 1),
+        obs_stats=init_stats(obs_shape),
+    )  # fmt: skip
+    obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
+    opt_state = make_optimizer(cfg, c).init((params.actor, params.critic))
+    zero = jnp.zeros((), jnp.int32)
+    return PPOState(params, opt_state, env_state, obs, key, zero, zero)
+
+
+def default_minibatching(nets: PPONetworks, cfg: PPOConfig, scalarize: Any = None) -> Minibatching:
+    """Shuffled samples, or brax's segments with GAE recomputed per epoch (`recompute_gae`)."""
+    if cfg.recompute_gae:
+        return segment_minibatching(nets, cfg.gae_segment, cfg.num_minibatches, scalarize)
+    return sample_minibatching(cfg.num_minibatches)
+
+
 def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None, drift: Any = None, advantages: Any = None,
                minibatching: Minibatching | None = None) -> Agent:  # fmt: skip
     """Build PPO for `env` from the pieces above; the functions close over `cfg`'s static
@@ -510,25 +532,12 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None, drift: Any = Non
     if advantages is None:
         advantages = functools.partial(gae_advantages, segment=cfg.gae_segment)
     if minibatching is None:
-        minibatching = (
-            segment_minibatching(nets, cfg.gae_segment, cfg.num_minibatches, scalarize)
-            if cfg.recompute_gae
-            else sample_minibatching(cfg.num_minibatches)
-        )
-    obs_shape = env.observation_space(env.default_params).shape
+        minibatching = default_minibatching(nets, cfg, scalarize)
     steps_per_update = cfg.num_envs * cfg.num_steps
+    obs_shape = env.observation_space(env.default_params).shape
 
     def init(key, c: PPOConfig, env_params) -> PPOState:
-        key, k_actor, k_critic, k_env = jax.random.split(key, 4)
-        dummy = jnp.zeros((1,) + obs_shape, jnp.float32)
-        params = PPOParams(
-            actor=nets.actor.init(k_actor, dummy, 1), critic=nets.critic.init(k_critic, dummy, 1),
-            obs_stats=init_stats(obs_shape),
-        )  # fmt: skip
-        obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
-        opt_state = make_optimizer(cfg, c).init((params.actor, params.critic))
-        zero = jnp.zeros((), jnp.int32)
-        return PPOState(params, opt_state, env_state, obs, key, zero, zero)
+        return init_state(nets, env, obs_shape, cfg, c, key, env_params)
 
     def update(state: PPOState, c: PPOConfig, env_params):
         params = state.params
@@ -580,4 +589,5 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None, drift: Any = Non
         act=lambda params, obs, key, c, deterministic=True: act(nets, params, obs, key, deterministic),
         policy_params=lambda s: s.params,
         num_updates=lambda c: c.num_updates,
+        static=static_part(cfg),
     )

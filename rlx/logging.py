@@ -32,9 +32,12 @@ class MetricsCSV:
     and `repair` drops it (with every row past the checkpoint) through an atomic rewrite.
     """
 
-    def __init__(self, path: str, member_keys: Sequence[str]):
+    def __init__(self, path: str, member_keys: Sequence[str], first: Sequence[str] = FIRST_COLUMNS,
+                 step: str = "update"):  # fmt: skip
         self.path = path
-        self.member_keys = [k for k in member_keys if k not in FIRST_COLUMNS]
+        self.first = list(first)  # the fixed first columns; they hold "member" and the `step` column
+        self.step = step
+        self.member_keys = [k for k in member_keys if k not in self.first]
         self.columns: list[str] | None = None
 
     def repair(self, num_updates: int, num_members: int) -> None:
@@ -49,21 +52,22 @@ class MetricsCSV:
             text = f.read()
         complete = text[: text.rfind("\n") + 1]  # a last line without its newline is torn
         lines = complete.splitlines()
-        if not lines or lines[0].split(",")[: len(FIRST_COLUMNS)] != list(FIRST_COLUMNS):
+        if not lines or lines[0].split(",")[: len(self.first)] != self.first:
             if num_updates == 0:  # nothing of value yet: start the file again
                 os.unlink(self.path)
                 return
             raise RunFileError(f"{self.path} has no valid header (it starts {text[:40]!r}): "
                                "restore it from a copy, or start a new run.")  # fmt: skip
         header = lines[0].split(",")
-        if header[len(FIRST_COLUMNS) : len(FIRST_COLUMNS) + len(self.member_keys)] != self.member_keys:
-            raise RunFileError(f"{self.path} holds columns {header[len(FIRST_COLUMNS):][:len(self.member_keys)]} "
+        n = len(self.first)
+        if header[n : n + len(self.member_keys)] != self.member_keys:
+            raise RunFileError(f"{self.path} holds columns {header[n:][:len(self.member_keys)]} "
                                f"where this run has {self.member_keys}: it belongs to another run.")  # fmt: skip
-        col = header.index("update")
+        col, member_col = header.index(self.step), header.index("member")
         keep, seen = [lines[0]], set()
         for number, row in enumerate(csv.reader(lines[1:]), 2):
             try:
-                update, member = int(row[col]), int(row[0])
+                update, member = int(row[col]), int(row[member_col])
             except (ValueError, IndexError):
                 raise RunFileError(f"{self.path} line {number} is corrupt ({','.join(row)[:60]!r}); "
                                    "restore the file from a copy, or start a new run.") from None  # fmt: skip
@@ -85,8 +89,8 @@ class MetricsCSV:
 
     def append(self, metrics: dict[str, np.ndarray], members: list[dict], first_update: int) -> None:
         """`metrics[name]`: `[P, K]` for K updates starting at `first_update`."""
-        rest = sorted(k for k in metrics if k not in FIRST_COLUMNS)
-        expected = list(FIRST_COLUMNS) + self.member_keys + rest
+        rest = sorted(k for k in metrics if k not in self.first)
+        expected = self.first + self.member_keys + rest
         if self.columns is None:
             self.columns = expected
         elif self.columns != expected:
@@ -99,7 +103,7 @@ class MetricsCSV:
             for j in range(k):
                 row = []
                 for col in self.columns:
-                    if col == "update":
+                    if col == self.step:
                         row.append(first_update + j)
                     elif col in metrics:
                         row.append(_fmt(metrics[col][i, j]))
@@ -127,8 +131,11 @@ def _fmt(x: Any) -> Any:
         return ";".join(_fmt(v) for v in x)
     if x.dtype.kind in "iub":
         return int(x)
-    v = float(x)
-    return "nan" if np.isnan(v) else f"{v:.6g}"
+    if np.isnan(x):
+        return "nan"
+    # The shortest text that reads back as the same number (of the value's own precision):
+    # a resumed run's history, read back from this file, equals an uninterrupted one's.
+    return str(x[()])
 
 
 def read_metrics(path: str) -> dict[str, np.ndarray]:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from rlx.config import static_part
 from rlx.envs.wrappers import episode_summary
 from rlx.types import Agent
 
@@ -261,4 +262,5 @@ def agent_from_pieces(nets: Any, env: Any, cfg: Any, init_state: Callable, updat
         act=lambda params, obs, key, c, deterministic=True: act(nets, params, obs, key, c, deterministic),
         policy_params=lambda s: s.params,
         num_updates=lambda c: c.num_updates,
+        static=static_part(cfg),
     )

@@ -81,3 +81,18 @@ def test_traced_change_does_not_recompile(tiny_ppo):
     assert len(traces) == n, "changing traced fields retraced the train function"
     jax.block_until_ready(train(key, cfg.replace(num_minibatches=1), params))
     assert len(traces) > n, "a static change must retrace (the counter must be able to fail)"
+
+
+def test_an_agent_refuses_a_config_with_other_static_fields(tiny_ppo):
+    """The agent's functions close over the static part of the config it was built with."""
+    from rlx.config import ConfigError
+    from rlx.train import Runner
+    from rlx import population
+
+    agent, cfg, env_params = tiny_ppo
+    make_train(agent, cfg.replace(lr=1e-3))  # traced fields may differ: that is what a sweep does
+    with pytest.raises(ConfigError, match=r"num_envs = 8 \(built with 4\)"):
+        make_train(agent, cfg.replace(num_envs=8))
+    pop = population.make_population(cfg.replace(update_epochs=3), seeds=[0, 1])
+    with pytest.raises(ConfigError, match=r"update_epochs = 3 \(built with 2\)"):
+        Runner(agent, pop, env_params, None, progress=False)

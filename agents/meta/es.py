@@ -17,19 +17,17 @@ over a 1-D device mesh; inside each device's shard the candidates run `chunk` at
 `chunk = 1` every candidate runs exactly the program of a solo run, so its fitness is
 bitwise that of `train` with the same key, on any number of devices.
 
-Every generation appends a row to `fitness.csv`, writes `mean.npz` (the ES mean) and
-`best.npz` (the best candidate seen) and an orbax checkpoint of the ES state. Keys are
-derived from `(seed, generation)`, so a resumed run repeats the generations an
-uninterrupted run would have made, bit for bit.
+The generations run on the one host loop (`rlx.hostloop`): every generation appends a
+row to `metrics.csv`, writes `mean.npz` (the ES mean) and `best.npz` (the best candidate
+seen) and a verified orbax checkpoint of the ES state; `config.json` holds the ES
+settings. Keys are derived from `(seed, generation)`, so a resumed run repeats the
+generations an uninterrupted run would have made, bit for bit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
-import json
 import math
 import os
 import re
@@ -42,6 +40,7 @@ import numpy as np
 import optax
 
 from rlx.config import config, is_static, static, to_dict
+from rlx.errors import NonFiniteLossError
 
 SHAPINGS = ("centered_rank", "z_score", "raw")
 NAN_POLICIES = ("worst", "raise")
@@ -179,7 +178,7 @@ def population_fitness(fit: Callable, mesh: Any, chunk: int) -> Callable:
 class ESResult(NamedTuple):
     mean: Any  # the final ES mean, a pytree like `init`
     best: Any  # the best candidate seen (by its own generation's fitness)
-    history: dict[str, np.ndarray]  # fitness.csv as columns, one row per generation
+    history: dict[str, np.ndarray]  # metrics.csv as columns, one row per generation
     state: Any  # the evosax state
     timings: dict[str, float]  # compile_s, run_s (population evaluations), eval_s (ES-mean scoring)
     final_mean_fitness: np.ndarray | None  # [E] per-seed fitness of the final mean on the evaluation keys
@@ -289,85 +288,97 @@ class MetaTrainer:
     def init_state(self) -> Any:
         return self.strategy.init(jax.random.key(self.es.seed), self.init, self.strategy.default_params)
 
-    # -- the loop -------------------------------------------------------------------------------
+    # -- the program the host loop drives (rlx.hostloop) ------------------------------------------
+    step_name = "generation"
+    progress_keys = ("fitness_mean", "fitness_max", "mean_fitness")
+    chunk = 1
+
+    @property
+    def total(self) -> int:
+        return self.es.generations
+
+    @property
+    def members(self) -> list[dict]:
+        return [{"member": 0, "seed": self.es.seed}]
+
+    def spec(self) -> dict:
+        """config.json: every ES setting but `generations` (a resume may extend the run)."""
+        es = {k: v for k, v in to_dict(self.es).items() if k != "generations"}
+        return {
+            "kind": "es", "es": es, "field": self.field, "tasks": [t.name for t in self.tasks],
+            "references": [t.reference for t in self.tasks], "placement": {"devices": self.devices},
+        }  # fmt: skip
+
+    def check(self) -> None:
+        pass
+
+    def start(self, timings: dict) -> Any:
+        timings.setdefault("eval_s", 0.0)
+        return self.init_state()
+
+    def advance(self, state: Any, g: int, k: int, timings: dict) -> tuple[Any, dict[str, np.ndarray]]:
+        """One generation (k = 1): ask, train every candidate, tell. Metrics are `[1, 1]`."""
+        es, strategy, params = self.es, self.strategy, self.strategy.default_params
+        t0 = time.perf_counter()
+        k_ask, k_inner, k_tell = self.generation_keys(g)
+        row: dict[str, Any] = {"mean_fitness": np.nan, "mean_fitness_std": np.nan}
+        if es.eval_every and g % es.eval_every == 0:
+            with _timed(timings, "eval_s"):
+                scores = self.evaluate_mean(strategy.get_mean(state), timings)
+            row.update(mean_fitness=float(np.mean(scores)), mean_fitness_std=float(np.std(scores)))
+        thetas, state = strategy.ask(k_ask, state, params)
+        with _timed(timings, "run_s"):
+            scores = self.evaluate(self.inner_keys(k_inner), thetas, timings)  # [P, T]
+        fitness = scores.mean(-1)
+        bad = ~np.isfinite(fitness)
+        if bad.all() or (bad.any() and es.nan_policy == "raise"):
+            raise NonFiniteLossError(
+                f"ES generation {g}: fitness of candidates {np.flatnonzero(bad).tolist()} is not finite "
+                f"(nan_policy = {es.nan_policy!r}); the ES state was not updated"
+            )
+        state, _ = strategy.tell(k_tell, thetas, -self._for_shaping(fitness, bad), state, params)
+        # evosax sets σ = schedule(counter) before incrementing the counter, which
+        # repeats σ0 in generation 1; we keep generation g at σ0·decay^g.
+        state = state.replace(std=self.sigma_schedule(g + 1))
+        row.update(_population_stats(fitness, scores, [t.name for t in self.tasks]))
+        row.update(
+            nan_count=int(bad.sum()), sigma=float(self.sigma_schedule(g)), lr=float(self.lr_schedule(g)),
+            best_fitness=-float(state.best_fitness), seconds=time.perf_counter() - t0,
+        )  # fmt: skip
+        return state, {name: np.asarray([[value]]) for name, value in row.items()}
+
+    def write_files(self, out_dir: str, state: Any, done: int) -> None:
+        save_params(os.path.join(out_dir, "mean.npz"), self.strategy.get_mean(state))
+        save_params(os.path.join(out_dir, "best.npz"), self._best(state))
+
     def run(self, resume: bool = False) -> ESResult:
-        from rlx.checkpoint import Checkpointer
+        """All generations on the host loop (`metrics.csv`, checkpoints, resume), then the
+        final ES mean scored on the evaluation keys."""
+        from rlx.hostloop import HostLoop
+        from rlx.logging import read_metrics, write_json
 
-        es, strategy = self.es, self.strategy
-        params = strategy.default_params
-        state = self.init_state()
-        start, ckpt, log = 0, None, None
-        if self.out_dir:
-            os.makedirs(self.out_dir, exist_ok=True)
-            ckpt = Checkpointer(os.path.join(self.out_dir, "checkpoints"))
-            latest = ckpt.latest_step()
-            csv_path = os.path.join(self.out_dir, "fitness.csv")
-            if not resume and (latest is not None or os.path.exists(csv_path)):
-                ckpt.close()
-                raise FileExistsError(f"{self.out_dir} already holds an ES run; resume it or choose a new directory.")
-            self._write_config(resume)
-            if resume and latest is not None:
-                state, meta = ckpt.restore(state, latest)
-                start = int(meta["generation"])
-            log = _GenerationCSV(csv_path, [t.name for t in self.tasks])
-            log.truncate(start)
-        timings = {"compile_s": 0.0, "run_s": 0.0, "eval_s": 0.0}
-        rows: list[dict] = []
-        try:
-            for g in range(start, es.generations):
-                t0 = time.perf_counter()
-                k_ask, k_inner, k_tell = self.generation_keys(g)
-                row: dict[str, Any] = {"generation": g}
-                if es.eval_every and g % es.eval_every == 0:
-                    with _timed(timings, "eval_s"):
-                        scores = self.evaluate_mean(strategy.get_mean(state), timings)
-                    row.update(mean_fitness=float(np.mean(scores)), mean_fitness_std=float(np.std(scores)))
-                thetas, state = strategy.ask(k_ask, state, params)
-                with _timed(timings, "run_s"):
-                    scores = self.evaluate(self.inner_keys(k_inner), thetas, timings)  # [P, T]
-                fitness = scores.mean(-1)
-                bad = ~np.isfinite(fitness)
-                if bad.all() or (bad.any() and es.nan_policy == "raise"):
-                    raise FloatingPointError(
-                        f"ES generation {g}: fitness of candidates {np.flatnonzero(bad).tolist()} is not finite "
-                        f"(nan_policy = {es.nan_policy!r}); the ES state was not updated and the checkpoint "
-                        f"at generation {start if ckpt is None else (ckpt.latest_step() or 0)} is intact."
-                    )
-                state, _ = strategy.tell(k_tell, thetas, -self._for_shaping(fitness, bad), state, params)
-                # evosax sets σ = schedule(counter) before incrementing the counter, which
-                # repeats σ0 in generation 1; we keep generation g at σ0·decay^g.
-                state = state.replace(std=self.sigma_schedule(g + 1))
-                row.update(_population_stats(fitness, scores, [t.name for t in self.tasks]))
-                row.update(
-                    nan_count=int(bad.sum()), sigma=float(self.sigma_schedule(g)), lr=float(self.lr_schedule(g)),
-                    best_fitness=-float(state.best_fitness), seconds=time.perf_counter() - t0,
-                )  # fmt: skip
-                rows.append(row)
-                if log is not None:
-                    log.append(row)
-                    save_params(os.path.join(self.out_dir, "mean.npz"), strategy.get_mean(state))
-                    save_params(os.path.join(self.out_dir, "best.npz"), self._best(state))
-                    ckpt.save(g + 1, state, {"generation": g + 1})
-                if self.progress:
-                    print(_progress_line(row, es.generations), flush=True)
-                if self.on_generation is not None:
-                    self.on_generation(g, row)
-            final = None
-            if es.eval_every:
-                with _timed(timings, "eval_s"):
-                    final = self.evaluate_mean(strategy.get_mean(state), timings)
-        finally:
-            if ckpt is not None:
-                ckpt.close()
-        history = log.read() if log is not None else _columns(rows, _GenerationCSV.FIRST)
-        if self.out_dir:
-            from rlx.logging import write_json
+        def on_chunk(done: int, metrics: dict) -> None:
+            if self.on_generation is not None:
+                self.on_generation(done - 1, {"generation": done - 1, **{n: v[0, -1].item() for n, v in metrics.items()}})
 
+        loop = HostLoop(self, self.out_dir, progress=self.progress, description="ES", on_chunk=on_chunk,
+                        nan_advice="Lower sigma or lr, or check the inner runs.")  # fmt: skip
+        state, metrics, first, timings = loop.run(resume)
+        final = None
+        if self.es.eval_every:
+            with _timed(timings, "eval_s"):
+                final = self.evaluate_mean(self.strategy.get_mean(state), timings)
+        if self.out_dir:  # the whole history, earlier calls' generations included
+            history = {n: v for n, v in read_metrics(os.path.join(self.out_dir, "metrics.csv")).items()
+                       if n not in ("member", "seed")}  # fmt: skip
             write_json(os.path.join(self.out_dir, "summary.json"), {
-                "generations": es.generations, "final_mean_fitness": final, "timings": timings,
+                "generations": self.es.generations, "final_mean_fitness": final, "timings": timings,
                 "best_fitness": -float(state.best_fitness),
             })  # fmt: skip
-        return ESResult(strategy.get_mean(state), self._best(state), history, state, timings, final)
+        else:
+            history = {"generation": np.arange(first, self.es.generations, dtype=float)}
+            history.update({n: np.asarray(v[0], float) for n, v in metrics.items()})
+        return ESResult(self.strategy.get_mean(state), self._best(state), history, state, timings, final)
 
     def _for_shaping(self, fitness: np.ndarray, bad: np.ndarray) -> np.ndarray:
         """Failed candidates rank last: -inf for rank shaping, the worst finite value otherwise
@@ -380,27 +391,6 @@ class MetaTrainer:
     def _best(self, state: Any) -> Any:
         flat = jnp.where(jnp.isfinite(state.best_solution), state.best_solution, state.mean)
         return self.strategy._unravel_solution(flat)
-
-    def _write_config(self, resume: bool) -> None:
-        path = os.path.join(self.out_dir, "es_config.json")
-        record = {
-            "es": to_dict(self.es), "field": self.field, "tasks": [t.name for t in self.tasks],
-            "references": [t.reference for t in self.tasks], "devices": self.devices,
-        }  # fmt: skip
-        if resume and os.path.exists(path):
-            with open(path) as f:
-                old = json.load(f)
-            old["es"].pop("generations", None)
-            new = json.loads(json.dumps(record))
-            new["es"].pop("generations", None)
-            if old != new:
-                raise ValueError(
-                    f"{path} was written with different ES settings; resume with the same settings "
-                    f"(only `generations` may change). Stored: {old}"
-                )
-        from rlx.logging import write_json
-
-        write_json(path, record)
 
 
 @contextlib.contextmanager
@@ -444,69 +434,6 @@ def _population_stats(fitness: np.ndarray, scores: np.ndarray, names: list[str])
             for i, name in enumerate(names):
                 out[f"fitness_{name}"] = float(np.nanmean(scores[:, i]))
     return out
-
-
-def _columns(rows: list[dict], first: Sequence[str]) -> dict[str, np.ndarray]:
-    names = list(first) + sorted({k for r in rows for k in r} - set(first))
-    return {n: np.asarray([float(r.get(n, np.nan)) for r in rows]) for n in names}
-
-
-def _progress_line(row: dict, total: int) -> str:
-    parts = [f"gen {row['generation'] + 1}/{total}", f"fitness mean {row['fitness_mean']:.4g}", f"max {row['fitness_max']:.4g}"]
-    if "mean_fitness" in row:
-        parts.append(f"ES mean {row['mean_fitness']:.4g}")
-    parts.append(f"{row['seconds']:.1f} s")
-    return "  ".join(parts)
-
-
-class _GenerationCSV:
-    """`fitness.csv`: one row per generation, columns fixed by the first row."""
-
-    FIRST = ("generation", "mean_fitness", "mean_fitness_std", "fitness_mean", "fitness_std", "fitness_min",
-             "fitness_median", "fitness_max", "best_fitness", "nan_count", "sigma", "lr", "seconds")  # fmt: skip
-
-    def __init__(self, path: str, task_names: list[str]):
-        self.path = path
-        extra = [f"fitness_{n}" for n in task_names] if len(task_names) > 1 else []
-        self.columns = list(self.FIRST) + extra
-
-    def truncate(self, generations: int) -> None:
-        if not os.path.exists(self.path):
-            return
-        rows = [r for r in self._rows() if int(r["generation"]) < generations]
-        self._write(rows)
-
-    def append(self, row: dict) -> None:
-        new = not os.path.exists(self.path)
-        with open(self.path, "a", newline="") as f:
-            w = csv.DictWriter(f, self.columns)
-            if new:
-                w.writeheader()
-            w.writerow({c: _fmt(row.get(c, float("nan"))) for c in self.columns})
-
-    def read(self) -> dict[str, np.ndarray]:
-        rows = self._rows()
-        return {c: np.asarray([float(r[c]) for r in rows]) for c in self.columns}
-
-    def _rows(self) -> list[dict]:
-        """Complete rows only: a last line without its newline was torn by a kill."""
-        with open(self.path, newline="") as f:
-            text = f.read()
-        return list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))
-
-    def _write(self, rows: list[dict]) -> None:
-        from rlx.runfiles import atomic_open
-
-        with atomic_open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, self.columns)
-            w.writeheader()
-            w.writerows(rows)
-
-
-def _fmt(x: Any) -> str:
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    return repr(float(x))  # full precision: a resumed run must read back identical numbers
 
 
 # -- parameter files ------------------------------------------------------------------------------

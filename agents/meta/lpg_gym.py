@@ -25,6 +25,7 @@ update in `metrics` (`episode_return`, `env_steps`, `policy_loss`, ...), vmappab
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -34,7 +35,7 @@ import optax
 
 from rlx import rollout
 from rlx.agents.meta import lpg
-from rlx.config import config, static, traced
+from rlx.config import config, static, static_part, traced
 from rlx.envs.wrappers import EpisodeStats, episode_summary, is_discrete
 from rlx.types import Agent
 
@@ -106,8 +107,8 @@ class GymState(NamedTuple):
     env_steps: jax.Array  # int32
 
 
-def make_agent(env: Any, cfg: LPGGymConfig) -> Agent:
-    """The LPG (or A2C) agent for `env`; raises before any compile unless its actions are
+def check_env(env: Any) -> tuple[int, int]:
+    """`(num_actions, obs_dim)`; raises before any compile unless the env's actions are
     discrete and its reward is a scalar."""
     name = getattr(env, "name", type(env).__name__)
     act_space = env.action_space(env.default_params)
@@ -119,53 +120,62 @@ def make_agent(env: Any, cfg: LPGGymConfig) -> Agent:
         )
     if getattr(env, "reward_dim", None):
         raise ValueError(f"{name} has vector rewards (reward_dim={env.reward_dim}): LPG reads a scalar reward.")
-    num_actions = int(act_space.n)
-    obs_dim = int(np.prod(env.observation_space(env.default_params).shape))
-    env = EpisodeStats(env)
-    act_fn = ACTIVATIONS[cfg.activation]
-    out_y = cfg.y_bins if cfg.update_rule == "lpg" else 1
-    loss_fn = lpg.lpg_loss if cfg.update_rule == "lpg" else lpg.a2c_loss
-    num_updates = cfg.num_updates
-    batch = cfg.num_envs * cfg.num_steps
-    # He init for relu, LeCun for tanh: unit-scale features at the heads.
+    return int(act_space.n), int(np.prod(env.observation_space(env.default_params).shape))
+
+
+def _torso(layers, x, activation: str):
+    for w, b in layers:
+        x = ACTIVATIONS[activation](x @ w + b)
+    return x
+
+
+def forward(params: dict, x: jax.Array, activation: str) -> tuple[jax.Array, jax.Array]:
+    """x [..., obs_dim] -> (policy logits [..., A], y logits [..., Y] or value [..., 1])."""
+    h = _torso(params["torso"], x, activation)
+    h_y = _torso(params["critic"], x, activation) if "critic" in params else h
+    return h @ params["pi"][0] + params["pi"][1], h_y @ params["y"][0] + params["y"][1]
+
+
+def init_network(key: jax.Array, cfg: LPGGymConfig, obs_dim: int, num_actions: int) -> dict:
+    """Torso (He init for relu, LeCun for tanh: unit-scale features at the heads) and zero
+    heads; A2C's critic gets a torso of its own."""
     gain = 2.0 if cfg.activation == "relu" else 1.0
-
-    def flat(obs, lead: int):
-        return obs.reshape(obs.shape[:lead] + (obs_dim,)).astype(jnp.float32)
-
-    def torso(layers, x):
-        for w, b in layers:
-            x = act_fn(x @ w + b)
-        return x
-
-    def forward(params, x):
-        """x [..., obs_dim] -> (policy logits [..., A], y logits [..., Y] or value [..., 1])."""
-        h = torso(params["torso"], x)
-        h_y = torso(params["critic"], x) if "critic" in params else h
-        return h @ params["pi"][0] + params["pi"][1], h_y @ params["y"][0] + params["y"][1]
 
     def init_torso(key):
         sizes = (obs_dim, *cfg.hidden)
         ks = jax.random.split(key, len(sizes) - 1)
         return [(jax.random.normal(k, (a, b)) * np.sqrt(gain / a), jnp.zeros(b)) for k, a, b in zip(ks, sizes[:-1], sizes[1:])]
 
-    def init_params(key):
-        k_torso, k_critic = jax.random.split(key)
-        zero = lambda n: (jnp.zeros((cfg.hidden[-1], n)), jnp.zeros(n))  # noqa: E731
-        params = {"torso": init_torso(k_torso), "pi": zero(num_actions), "y": zero(out_y)}
-        if cfg.update_rule == "a2c":
-            # A2C's critic has its own torso (as in PureJaxRL's actor-critic): on a shared one
-            # the value loss, with targets near -100 on Acrobot, drives the features so hard
-            # that the policy collapses to one action within a few thousand steps.
-            params["critic"] = init_torso(k_critic)
-        return params
+    k_torso, k_critic = jax.random.split(key)
+    zero = lambda n: (jnp.zeros((cfg.hidden[-1], n)), jnp.zeros(n))  # noqa: E731
+    params = {"torso": init_torso(k_torso), "pi": zero(num_actions), "y": zero(cfg.y_bins if cfg.update_rule == "lpg" else 1)}
+    if cfg.update_rule == "a2c":
+        # A2C's critic has its own torso (as in PureJaxRL's actor-critic): on a shared one
+        # the value loss, with targets near -100 on Acrobot, drives the features so hard
+        # that the policy collapses to one action within a few thousand steps.
+        params["critic"] = init_torso(k_critic)
+    return params
 
-    def make_optimizer(c: LPGGymConfig):
-        return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
+
+def make_optimizer(c: LPGGymConfig):
+    return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
+
+
+def make_agent(env: Any, cfg: LPGGymConfig) -> Agent:
+    """The LPG (or A2C) agent for `env` (discrete actions, scalar reward: `check_env`)."""
+    num_actions, obs_dim = check_env(env)
+    env = EpisodeStats(env)
+    loss_fn = lpg.lpg_loss if cfg.update_rule == "lpg" else lpg.a2c_loss
+    num_updates = cfg.num_updates
+    batch = cfg.num_envs * cfg.num_steps
+    forward_fn = functools.partial(forward, activation=cfg.activation)
+
+    def flat(obs, lead: int):
+        return obs.reshape(obs.shape[:lead] + (obs_dim,)).astype(jnp.float32)
 
     def init(key, c: LPGGymConfig, env_params) -> GymState:
         key, k_net, k_env = jax.random.split(key, 3)
-        params = init_params(k_net)
+        params = init_network(k_net, cfg, obs_dim, num_actions)
         obs, env_state = jax.vmap(env.reset, (0, None))(jax.random.split(k_env, cfg.num_envs), env_params)
         zero = jnp.zeros((), jnp.int32)
         return GymState(params, make_optimizer(c).init(params), env_state, obs, key, zero, zero)
@@ -180,17 +190,17 @@ def make_agent(env: Any, cfg: LPGGymConfig) -> Agent:
             return lpg.Rollout(flat(step.obs, 1), step.action, step.reward, step.terminated, done, true_next)
 
         def policy(obs, key):
-            return jax.random.categorical(key, forward(params, flat(obs, 1))[0])
+            return jax.random.categorical(key, forward_fn(params, flat(obs, 1))[0])
 
         (env_state, obs, key), traj = rollout.collect(
             env, env_params, (state.env_state, state.obs, state.key), policy, cfg.num_steps, keep
         )
         progress = state.update_step.astype(jnp.float32) / num_updates
-        grads, info = jax.grad(loss_fn, has_aux=True)(params, traj, c, progress, jnp.float32(num_updates), forward)
+        grads, info = jax.grad(loss_fn, has_aux=True)(params, traj, c, progress, jnp.float32(num_updates), forward_fn)
         updates, opt_state = make_optimizer(c).update(grads, state.opt_state, params)
         env_steps = state.env_steps + batch
         episode_return, episodes = episode_summary(env_state)
-        logp = jax.nn.log_softmax(forward(params, traj.obs)[0])
+        logp = jax.nn.log_softmax(forward_fn(params, traj.obs)[0])
         entropy = -jnp.mean(jnp.sum(jnp.exp(logp) * logp, -1))  # of the rollout's policy: shows a collapse
         metrics = dict(info, env_steps=env_steps, episode_return=episode_return, episodes=episodes,
                        reward_per_step=jnp.mean(traj.reward), entropy=entropy)  # fmt: skip
@@ -199,10 +209,11 @@ def make_agent(env: Any, cfg: LPGGymConfig) -> Agent:
 
     def act(params, obs, key, c: LPGGymConfig, deterministic: bool = True):
         """One unbatched observation -> one action."""
-        logits = forward(params, flat(obs[None], 1))[0][0]
+        logits = forward_fn(params, flat(obs[None], 1))[0][0]
         return jnp.argmax(logits) if deterministic else jax.random.categorical(key, logits)
 
-    return Agent(init=init, update=update, act=act, policy_params=lambda s: s.params, num_updates=lambda c: c.num_updates)
+    return Agent(init=init, update=update, act=act, policy_params=lambda s: s.params, num_updates=lambda c: c.num_updates,
+                 static=static_part(cfg))
 
 
 def make_train(env: Any, cfg: LPGGymConfig):
