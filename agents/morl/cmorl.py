@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -135,39 +136,6 @@ def select_by_crowding(points: np.ndarray, ids: np.ndarray, exclude: set[int], n
     return [int(ids[i]) for i in order if int(ids[i]) not in exclude][:n]
 
 
-class _Archive:
-    """The jittable `ParetoArchive` plus a host store of the archived policies."""
-
-    def __init__(self, capacity: int, d: int, ref_point: np.ndarray):
-        self.state = archive_init(capacity, d, jnp.float32)
-        self.ref = jnp.asarray(ref_point, jnp.float32)
-        self.policies: dict[int, Any] = {}
-        self.undiscounted: dict[int, np.ndarray] = {}
-        self.next_id = 0
-        self._insert = jax.jit(archive_insert_batch)
-
-    def offer(self, points: np.ndarray, undiscounted: np.ndarray, params: Any) -> None:
-        """points, undiscounted: `[n, d]`; params: the n policies' params, stacked on axis 0."""
-        n = points.shape[0]
-        ids = np.arange(self.next_id, self.next_id + n, dtype=np.int32)
-        self.next_id += n
-        self.state = self._insert(self.state, jnp.asarray(points, jnp.float32), jnp.asarray(ids), self.ref)
-        _, kept = archive_front(self.state)
-        keep = set(int(i) for i in kept)
-        host = jax.device_get(params)
-        for k, i in enumerate(ids):
-            if int(i) in keep:
-                self.policies[int(i)] = jax.tree.map(lambda x: np.asarray(x[k]), host)
-                self.undiscounted[int(i)] = np.asarray(undiscounted[k])
-        # Only archived policies are kept: memory stays at `capacity` policies.
-        self.policies = {i: p for i, p in self.policies.items() if i in keep}
-        self.undiscounted = {i: u for i, u in self.undiscounted.items() if i in keep}
-
-    def front(self) -> tuple[np.ndarray, np.ndarray]:
-        points, ids = archive_front(self.state)
-        return np.asarray(points, np.float64), np.asarray(ids)
-
-
 def indicators(points: np.ndarray, spec) -> dict[str, float]:
     """HV, EU, sparsity and cardinality of `points: [n, d]` under the env's pinned spec."""
     if points.shape[0] == 0:
@@ -192,161 +160,325 @@ def stage1_population(cfg: moppo.MOPPOConfig, d: int, divisions: int, updates: i
 
 def train_linear(
     env, env_params, cfg: moppo.MOPPOConfig, ccfg: CMORLConfig, seed: int = 0, updates: int | None = None,
-    devices: int | None = None,
+    devices: int | None = None, out_dir: str | None = None,
 ) -> tuple[Any, Any, Population, dict]:
     """Stage 1 alone: the linear-scalarisation population, trained `updates` MO-PPO updates
-    per member (default `ccfg.init_updates`). Returns `(agent, state[P], population, timings)`."""
+    per member (default `ccfg.init_updates`). Returns `(agent, state[P], population, timings)`.
+    With `out_dir` the Runner checkpoints there and continues whatever it finds."""
     d = moppo.check_against_env(env, cfg.replace(weights=np.full(env.reward_dim, 1.0 / env.reward_dim)))
     pop = stage1_population(cfg, d, ccfg.init_divisions, updates or ccfg.init_updates, seed)
     template = jax.tree.map(lambda x: x[0], pop.cfg)
     agent = moppo.make_agent(env, template)
     size = len(pop.members)
     runner = Runner(
-        agent, pop, env_params, None, progress=False, devices=_devices(size, devices),
+        agent, pop, env_params, out_dir, progress=False, devices=_devices(size, devices),
         population_mode=ccfg.population_mode, description="C-MORL stage 1",
     )  # fmt: skip
-    result = runner.run()
+    result = runner.run(resume=out_dir is not None)
     return agent, result.state, pop, result.timings
 
 
-def run(
-    env, env_params, cfg: moppo.MOPPOConfig, ccfg: CMORLConfig, seed: int = 0, devices: int | None = None,
-    on_round: Callable[[dict], None] | None = None,
-) -> CMORLResult:
-    """Run C-MORL on `env` (a vector-reward env with an `mo_spec`) from one seed.
+# Seeds of C-MORL's key streams, each folded with the run's seed; apart from one another.
+STAGE1_EVAL_STREAM = 1_000_003  # stage-1 evaluation keys
+ROUND_EVAL_STREAM = 2_000_003  # + (round - 1): stage-2 evaluation keys
+ROUND_TRAIN_STREAM = 10_000  # x round + pair index: stage-2 training keys
+ROUND_ESTIMATE_STRIDE = 7919  # seed + stride x round: keys of the J(π_r) estimates
 
-    `cfg` is the MO-PPO learner (its `weights` and `barrier_threshold` are set here);
-    `on_round(history_row)` is called after stage 1 and after every round.
-    """
-    d = moppo.check_against_env(env, cfg)
-    spec = _spec(env)
-    batch = cfg.num_envs * cfg.num_steps
-    timings = {"stage1_s": 0.0, "stage1_compile_s": 0.0, "stage2_s": 0.0, "stage2_compile_s": 0.0, "eval_s": 0.0}
-    history: list[dict] = []
-    all_points: list[np.ndarray] = []
-    eval_steps = 0
 
-    # -- stage 1 ---------------------------------------------------------------------
-    t0 = time.perf_counter()
-    agent1, state1, pop1, t1 = train_linear(env, env_params, cfg, ccfg, seed, devices=devices)
-    # Run time is the Runner's (its chunks, host I/O between them included); all the rest
-    # is set-up: the agent's construction (an env trace), the init, the compiles.
-    timings["stage1_s"] = t1["run_s"]
-    timings["stage1_compile_s"] = time.perf_counter() - t0 - t1["run_s"]
-    size1 = len(pop1.members)
-    env_steps = size1 * ccfg.init_updates * batch
-    evaluate1 = evaluator(agent1, env, ccfg.eval_episodes, spec.gamma)
-    t = time.perf_counter()
-    eval_keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 1_000_003), size1)
-    params1 = agent1.policy_params(state1)
-    disc, undisc, steps = jax.device_get(evaluate1(params1, pop1.cfg, env_params, eval_keys))
-    timings["eval_s"] += time.perf_counter() - t
-    eval_steps += int(np.sum(steps))
-    archive = _Archive(ccfg.archive_capacity, d, spec.ref_point)
-    archive.offer(disc, undisc, params1)
-    all_points.append(np.asarray(disc, np.float64))
-    row = dict(stage="stage 1", round=0, policies_trained=size1, env_steps=env_steps, eval_steps=eval_steps,
-               **indicators(archive.front()[0], spec))  # fmt: skip
-    history.append(row)
-    if on_round:
-        on_round(row)
+class CMORLState(NamedTuple):
+    """Everything C-MORL carries from one round to the next, as fixed-shape arrays (so it
+    checkpoints and resumes): the Pareto archive (row payloads are policy ids), the archived
+    policies' params and undiscounted returns by archive row (`bank`: leaves `[C, ...]`;
+    `undiscounted`: `[C, d]`), the next policy id, the ids selected so far (`[R, N]`, -1
+    padded), every evaluated point (`[M, d]`, the first `num_points` rows used) and each
+    stage's evaluation steps (`[R + 1]`)."""
 
-    # -- stage 2 ---------------------------------------------------------------------
-    template = cfg.replace(
-        weights=np.eye(d, dtype=np.float32)[0], barrier_threshold=np.zeros(d, np.float32),
-        barrier_t=float(ccfg.barrier_t), total_steps=ccfg.constrained_updates * batch, anneal_lr=False,
-    )  # fmt: skip
-    agent2 = moppo.make_agent(env, template)
-    estimate = moppo.value_estimator(env, template)
-    estimate_many = jax.jit(jax.vmap(estimate, (0, None, None, 0)))
-    evaluate2 = evaluator(agent2, env, ccfg.eval_episodes, spec.gamma)
-    K, every = ccfg.constrained_updates, ccfg.eval_every
-    eval_at = np.array([k for k in range(K) if (k + 1) % every == 0 or k == K - 1])
-    compiled: dict[int, Any] = {}
-    selected: set[int] = set()
+    archive: Any
+    bank: Any
+    undiscounted: jax.Array
+    next_id: jax.Array
+    selected: jax.Array
+    points: jax.Array
+    num_points: jax.Array
+    eval_steps: jax.Array
 
-    def member(carry, c, env_params):
-        """One (π_r, objective) pair: K constrained updates from π_r's params, with the
-        params after each evaluated update as outputs: leaves `[E, ...]`."""
-        params, key = carry
-        state = agent2.init(key, c, env_params)
-        state = state.replace(params=params)  # fresh optimiser and envs, π_r's networks
 
-        def body(s, _):
-            s, m = agent2.update(s, c, env_params)
-            return s, (agent2.policy_params(s), m["barrier_weights"])
+class CMORL:
+    """C-MORL as a program of the host loop (`rlx.hostloop`): step 0 is stage 1, step r is
+    stage-2 round r. `run` below is the function to call."""
 
-        _, (trace, weights) = jax.lax.scan(body, state, None, length=K)
-        return jax.tree.map(lambda x: x[eval_at], trace), weights
+    step_name = "round"
+    chunk = 1
+    progress_keys = ("hypervolume", "cardinality")
 
-    for r in range(ccfg.rounds):
-        front, ids = archive.front()
-        chosen = select_by_crowding(front, ids, selected, ccfg.num_select)
-        if not chosen:
-            break
-        selected.update(chosen)
-        n = len(chosen) * d
-        start = jax.tree.map(lambda *xs: np.stack(xs), *[archive.policies[i] for i in chosen])
-        j_r = np.asarray(
-            estimate_many(start, template, env_params, jax.random.split(jax.random.key(seed + 7919 * (r + 1)), len(chosen)))
-        )
+    def __init__(self, env, env_params, cfg: moppo.MOPPOConfig, ccfg: CMORLConfig, seed: int = 0,
+                 devices: int | None = None, out_dir: str | None = None):  # fmt: skip
+        self.d = moppo.check_against_env(env, cfg)
+        self.env, self.env_params, self.cfg, self.ccfg, self.seed = env, env_params, cfg, ccfg, seed
+        self.devices, self.out_dir = devices, out_dir
+        self.mo_spec = _spec(env)
+        self.batch = cfg.num_envs * cfg.num_steps
+        self.total = ccfg.rounds + 1
+        self.members = [{"member": 0, "seed": seed}]
+        self.size1 = math.comb(ccfg.init_divisions + self.d - 1, self.d - 1)
+        d, K, every = self.d, ccfg.constrained_updates, ccfg.eval_every
+        self.eval_at = np.array([k for k in range(K) if (k + 1) % every == 0 or k == K - 1])
+        self.template = cfg.replace(
+            weights=np.eye(d, dtype=np.float32)[0], barrier_threshold=np.zeros(d, np.float32),
+            barrier_t=float(ccfg.barrier_t), total_steps=K * self.batch, anneal_lr=False,
+        )  # fmt: skip
+        self.agent2 = moppo.make_agent(env, self.template)
+        self._compiled: dict[int, Any] = {}
+
+    # -- the program -----------------------------------------------------------------------------
+    def spec(self) -> dict:
+        from rlx import config as config_lib
+
+        return {"kind": "cmorl", "env": self.env.name, "seed": self.seed, "cmorl": config_lib.to_dict(self.ccfg),
+                "learner": config_lib.to_dict(self.cfg), "devices": self.devices}  # fmt: skip
+
+    def check(self) -> None:
+        pass
+
+    def start(self, timings: dict) -> CMORLState:
+        for name in ("stage1_s", "stage1_compile_s", "stage2_s", "stage2_compile_s", "eval_s"):
+            timings.setdefault(name, 0.0)
+        ccfg = self.ccfg
+        c = ccfg.archive_capacity
+        policy = self.agent2.policy_params(jax.eval_shape(self.agent2.init, jax.random.key(0), self.template, self.env_params))
+        most = self.size1 + ccfg.rounds * ccfg.num_select * self.d * len(self.eval_at)
+        return CMORLState(
+            archive=archive_init(c, self.d, jnp.float32),
+            bank=jax.tree.map(lambda x: np.zeros((c,) + x.shape, x.dtype), policy),
+            undiscounted=np.zeros((c, self.d), np.float32), next_id=np.asarray(0, np.int32),
+            selected=np.full((max(ccfg.rounds, 1), ccfg.num_select), -1, np.int32),
+            points=np.full((most, self.d), np.nan, np.float32), num_points=np.asarray(0, np.int32),
+            eval_steps=np.zeros(ccfg.rounds + 1, np.int32),
+        )  # fmt: skip
+
+    def advance(self, state: CMORLState, r: int, k: int, timings: dict) -> tuple[CMORLState, dict]:
+        """Stage 1 (r = 0) or stage-2 round r: train, evaluate, offer to the archive."""
+        selected, eval_steps = np.array(state.selected), np.array(state.eval_steps)
+        if r == 0:
+            disc, undisc, steps, params = self._stage1(timings)
+            trained = len(disc)
+        else:
+            front, ids = self.front(state)
+            earlier = set(int(i) for i in selected.ravel() if i >= 0)
+            chosen = select_by_crowding(front, ids, earlier, self.ccfg.num_select)
+            selected[r - 1, : len(chosen)] = chosen
+            trained = len(chosen) * self.d
+            if chosen:
+                disc, undisc, steps, params = self._round(self._archived_params(state, chosen), r, timings)
+            else:  # every archived policy was selected before: the round trains nothing
+                disc, undisc, steps, params = np.zeros((0, self.d)), np.zeros((0, self.d)), 0, None
+        eval_steps[r] = steps
+        state = self._offer(state._replace(selected=selected, eval_steps=eval_steps), disc, undisc, params)
+        row = dict(policies_trained=trained, env_steps=self.env_steps(state, r), eval_steps=int(eval_steps[: r + 1].sum()),
+                   selected=selected[r - 1] if r else np.full(self.ccfg.num_select, -1, np.int32),
+                   **indicators(self.front(state)[0], self.mo_spec))  # fmt: skip
+        return state, {name: np.asarray([value]) if np.ndim(value) else np.asarray([[value]]) for name, value in row.items()}
+
+    # -- the stages -------------------------------------------------------------------------------
+    def _stage1(self, timings: dict):
+        t0 = time.perf_counter()
+        stage1_dir = os.path.join(self.out_dir, "stage1") if self.out_dir else None
+        agent1, state1, pop1, t1 = train_linear(self.env, self.env_params, self.cfg, self.ccfg, self.seed,
+                                                devices=self.devices, out_dir=stage1_dir)  # fmt: skip
+        # Run time is the Runner's (its chunks, host I/O between them included); all the rest
+        # is set-up: the agent's construction (an env trace), the init, the compiles.
+        timings["stage1_s"] += t1["run_s"]
+        timings["stage1_compile_s"] += time.perf_counter() - t0 - t1["run_s"]
+        evaluate1 = evaluator(agent1, self.env, self.ccfg.eval_episodes, self.mo_spec.gamma)
+        t = time.perf_counter()
+        eval_keys = jax.random.split(jax.random.fold_in(jax.random.key(self.seed), STAGE1_EVAL_STREAM), self.size1)
+        params1 = agent1.policy_params(state1)
+        disc, undisc, steps = jax.device_get(evaluate1(params1, pop1.cfg, self.env_params, eval_keys))
+        timings["eval_s"] += time.perf_counter() - t
+        return disc, undisc, int(np.sum(steps)), params1
+
+    def _round(self, start: Any, r: int, timings: dict):
+        """Round r from the selected policies `start` (leaves `[N, ...]`): every (policy,
+        objective) pair trained under its constraints, every intermediate policy evaluated."""
+        ccfg, d, seed, env_params = self.ccfg, self.d, self.seed, self.env_params
+        selected = jax.tree.leaves(start)[0].shape[0]
+        n = selected * d
+        keys = jax.random.split(jax.random.key(seed + ROUND_ESTIMATE_STRIDE * r), selected)
+        j_r = np.asarray(self._estimate_many()(start, self.template, env_params, keys))
         configs, params_list = [], []
-        for k, pid in enumerate(chosen):
+        for k in range(selected):
             for obj in range(d):
-                configs.append(template.replace(
+                configs.append(self.template.replace(
                     weights=np.eye(d, dtype=np.float32)[obj],
                     barrier_threshold=constraint_levels(j_r[k].astype(np.float64), obj, ccfg.beta).astype(np.float32),
                 ))  # fmt: skip
                 params_list.append(jax.tree.map(lambda x: x[k], start))
         cfgs = stack(configs)
         params = jax.tree.map(lambda *xs: np.stack(xs), *params_list)
-        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), 10_000 * (r + 1) + i))(jnp.arange(n))
-        ndev = _devices(n, devices)
-        mesh = pop_lib.make_mesh(ndev)
+        keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), ROUND_TRAIN_STREAM * r + i))(jnp.arange(n))
+        trace = self._train_pairs(params, keys, cfgs, timings)
+        # Evaluate every intermediate policy: [n, E] -> one batch of n * E.
+        E = len(self.eval_at)
+        flat = jax.tree.map(lambda x: x.reshape((n * E,) + x.shape[2:]), trace)
+        flat_cfg = jax.tree.map(lambda x: np.repeat(np.asarray(x), E, axis=0), cfgs)
+        t = time.perf_counter()
+        ekeys = jax.random.split(jax.random.fold_in(jax.random.key(seed), ROUND_EVAL_STREAM + r - 1), n * E)
+        evaluate2 = self._evaluate2()
+        disc, undisc, steps = jax.device_get(evaluate2(flat, flat_cfg, env_params, ekeys))
+        timings["eval_s"] += time.perf_counter() - t
+        return disc, undisc, int(np.sum(steps)), flat
+
+    def _train_pairs(self, params, keys, cfgs, timings: dict):
+        """K constrained updates of every (π_r, objective) pair, as one population program
+        sharded over the devices: the params after each evaluated update, leaves `[n, E, ...]`."""
+        n = keys.shape[0]
+        agent2, eval_at, K, env_params = self.agent2, self.eval_at, self.ccfg.constrained_updates, self.env_params
+
+        def member(carry, c, env_params):
+            params, key = carry
+            state = agent2.init(key, c, env_params)
+            state = state.replace(params=params)  # fresh optimiser and envs, π_r's networks
+
+            def body(s, _):
+                s, m = agent2.update(s, c, env_params)
+                return s, (agent2.policy_params(s), m["barrier_weights"])
+
+            _, (trace, weights) = jax.lax.scan(body, state, None, length=K)
+            return jax.tree.map(lambda x: x[eval_at], trace), weights
+
+        mesh = pop_lib.make_mesh(_devices(n, self.devices))
         # Lower on the sharded arguments: with "vmap" (no shard_map) the compiled program
         # takes its input shardings from the arguments it was lowered with.
         t = time.perf_counter()
         sharded = pop_lib.shard((params, keys), mesh), pop_lib.shard(cfgs, mesh)
         shard_s = time.perf_counter() - t
-        if n not in compiled:
-            fn = jax.jit(over_population(member, mesh, resolve_population_mode(ccfg.population_mode)))
+        if n not in self._compiled:
+            fn = jax.jit(over_population(member, mesh, resolve_population_mode(self.ccfg.population_mode)))
             tc = time.perf_counter()
-            compiled[n] = fn.lower(*sharded, env_params).compile()
+            self._compiled[n] = fn.lower(*sharded, env_params).compile()
             timings["stage2_compile_s"] += time.perf_counter() - tc
         t = time.perf_counter()
-        trace, _ = compiled[n](*sharded, env_params)
+        trace, _ = self._compiled[n](*sharded, env_params)
         jax.block_until_ready(trace)
         timings["stage2_s"] += shard_s + time.perf_counter() - t
-        env_steps += n * K * batch
-        # Evaluate every intermediate policy: [n, E] -> one batch of n * E.
-        E = len(eval_at)
-        flat = jax.tree.map(lambda x: x.reshape((n * E,) + x.shape[2:]), trace)
-        flat_cfg = jax.tree.map(lambda x: np.repeat(np.asarray(x), E, axis=0), cfgs)
-        t = time.perf_counter()
-        ekeys = jax.random.split(jax.random.fold_in(jax.random.key(seed), 2_000_003 + r), n * E)
-        disc, undisc, steps = jax.device_get(evaluate2(flat, flat_cfg, env_params, ekeys))
-        timings["eval_s"] += time.perf_counter() - t
-        eval_steps += int(np.sum(steps))
-        archive.offer(disc, undisc, flat)
-        all_points.append(np.asarray(disc, np.float64))
-        row = dict(stage=f"round {r + 1}", round=r + 1, policies_trained=n, env_steps=env_steps,
-                   eval_steps=eval_steps, selected=list(chosen), **indicators(archive.front()[0], spec))  # fmt: skip
-        history.append(row)
-        if on_round:
-            on_round(row)
+        return trace
 
-    points, ids = archive.front()
-    return CMORLResult(
-        points=points,
-        undiscounted=np.stack([archive.undiscounted[int(i)] for i in ids]) if len(ids) else np.zeros((0, d)),
-        ids=ids,
-        policies={int(i): archive.policies[int(i)] for i in ids},
-        history=history,
-        env_steps=env_steps,
-        eval_steps=eval_steps,
-        timings=timings,
-        all_points=np.concatenate(all_points, 0),
-    )
+    def _estimate_many(self):
+        if not hasattr(self, "_estimate"):
+            self._estimate = jax.jit(jax.vmap(moppo.value_estimator(self.env, self.template), (0, None, None, 0)))
+        return self._estimate
+
+    def _evaluate2(self):
+        if not hasattr(self, "_evaluate"):
+            self._evaluate = evaluator(self.agent2, self.env, self.ccfg.eval_episodes, self.mo_spec.gamma)
+        return self._evaluate
+
+    # -- the archive ------------------------------------------------------------------------------
+    def _offer(self, state: CMORLState, points, undiscounted, params) -> CMORLState:
+        """Offer `points: [n, d]` (with their undiscounted returns and params, stacked on axis
+        0) to the archive; the bank then holds the params of every archived row."""
+        n, first, c = len(points), int(state.next_id), self.ccfg.archive_capacity
+        m = int(state.num_points)
+        all_points = np.asarray(state.points).copy()
+        all_points[m : m + n] = points
+        state = state._replace(points=all_points, num_points=np.asarray(m + n, np.int32),
+                               next_id=np.asarray(first + n, np.int32))  # fmt: skip
+        if n == 0:
+            return state
+        old_mask, old_ids = np.asarray(state.archive.mask), np.asarray(state.archive.payload)
+        ids = np.arange(first, first + n, dtype=np.int32)
+        archive = _insert(state.archive, jnp.asarray(points, jnp.float32), jnp.asarray(ids),
+                          jnp.asarray(self.mo_spec.ref_point, jnp.float32))  # fmt: skip
+        row_of_old = {int(i): j for j, i in enumerate(old_ids) if old_mask[j]}
+        # Row i of the new bank: an old row (index < c) or one of the offered policies (c + k).
+        source = np.zeros(c, np.int64)
+        for row, (kept, pid) in enumerate(zip(np.asarray(archive.mask), np.asarray(archive.payload))):
+            if kept:
+                source[row] = row_of_old[int(pid)] if pid < first else c + int(pid) - first
+        host = jax.device_get(params)
+        pick = lambda old, new: np.concatenate([np.asarray(old), np.asarray(new, np.asarray(old).dtype)])[source]  # noqa: E731
+        bank = jax.tree.map(pick, state.bank, host)
+        return state._replace(archive=archive, bank=bank, undiscounted=pick(state.undiscounted, undiscounted))
+
+    @staticmethod
+    def front(state: CMORLState) -> tuple[np.ndarray, np.ndarray]:
+        points, ids = archive_front(state.archive)
+        return np.asarray(points, np.float64), np.asarray(ids)
+
+    def _archived_params(self, state: CMORLState, chosen: list[int]) -> Any:
+        rows = [int(np.flatnonzero(np.asarray(state.archive.mask) & (np.asarray(state.archive.payload) == i))[0])
+                for i in chosen]  # fmt: skip
+        return jax.tree.map(lambda x: np.asarray(x)[rows], state.bank)
+
+    def env_steps(self, state: CMORLState, r: int) -> int:
+        """Training env steps up to round r, every parallel env counted."""
+        chosen = int(np.sum(np.asarray(state.selected)[:r] >= 0)) if r else 0
+        return (self.size1 * self.ccfg.init_updates + chosen * self.d * self.ccfg.constrained_updates) * self.batch
+
+    def result(self, state: CMORLState, history: list[dict], timings: dict) -> CMORLResult:
+        points, ids = self.front(state)
+        rows = np.flatnonzero(np.asarray(state.archive.mask))
+        bank = jax.device_get(state.bank)
+        policies = {int(np.asarray(state.archive.payload)[j]): jax.tree.map(lambda x: np.asarray(x[j]), bank)
+                    for j in rows}  # fmt: skip
+        undiscounted = {int(np.asarray(state.archive.payload)[j]): np.asarray(state.undiscounted)[j] for j in rows}
+        return CMORLResult(
+            points=points,
+            undiscounted=np.stack([undiscounted[int(i)] for i in ids]) if len(ids) else np.zeros((0, self.d)),
+            ids=ids, policies={int(i): policies[int(i)] for i in ids}, history=history,
+            env_steps=self.env_steps(state, self.ccfg.rounds),
+            eval_steps=int(np.sum(state.eval_steps)), timings=timings,
+            all_points=np.asarray(state.points, np.float64)[: int(state.num_points)],
+        )  # fmt: skip
+
+
+_insert = jax.jit(archive_insert_batch)
+HISTORY_INTS = ("round", "policies_trained", "env_steps", "eval_steps", "cardinality")
+
+
+def history_rows(columns: dict[str, np.ndarray]) -> list[dict]:
+    """metrics columns (`[rounds]` each, `selected` as `[rounds, N]` padded with -1) as
+    one dict per stage: stage 1 first, then every round."""
+    out = []
+    for i, r in enumerate(np.asarray(columns["round"]).astype(int)):
+        row = {"stage": "stage 1" if r == 0 else f"round {r}"}
+        for name, values in columns.items():
+            if name in ("member", "seed") or (name == "selected" and r == 0):
+                continue
+            v = np.asarray(values)[i]
+            row[name] = [int(x) for x in np.ravel(v) if x >= 0] if name == "selected" else (
+                int(v) if name in HISTORY_INTS else float(v))  # fmt: skip
+        out.append(row)
+    return out
+
+
+def run(
+    env, env_params, cfg: moppo.MOPPOConfig, ccfg: CMORLConfig, seed: int = 0, devices: int | None = None,
+    on_round: Callable[[dict], None] | None = None, out_dir: str | None = None, resume: bool = False,
+    progress: bool = False,
+) -> CMORLResult:
+    """Run C-MORL on `env` (a vector-reward env with an `mo_spec`) from one seed.
+
+    `cfg` is the MO-PPO learner (its `weights` and `barrier_threshold` are set here);
+    `on_round(history_row)` is called after stage 1 and after every round. With `out_dir`,
+    every stage is checkpointed (stage 1's Runner in `out_dir/stage1`) and `resume=True`
+    continues an interrupted run exactly."""
+    from rlx.hostloop import HostLoop
+    from rlx.logging import read_metrics
+
+    program = CMORL(env, env_params, cfg, ccfg, seed, devices, out_dir)
+
+    def on_chunk(done: int, metrics: dict) -> None:
+        if on_round is not None:
+            on_round(history_rows({"round": np.asarray([done - 1]), **{n: v[0] for n, v in metrics.items()}})[0])
+
+    loop = HostLoop(program, out_dir, progress=progress, description="C-MORL", on_chunk=on_chunk)
+    state, metrics, first, timings = loop.run(resume)
+    if out_dir:
+        columns = read_metrics(os.path.join(out_dir, "metrics.csv"))
+    else:
+        columns = {"round": np.arange(first, program.total), **{n: v[0] for n, v in metrics.items()}}
+    return program.result(state, history_rows(columns), timings)
 
 
 def stage2_env_steps(ccfg: CMORLConfig, cfg: moppo.MOPPOConfig, d: int) -> int:
