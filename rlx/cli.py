@@ -4,6 +4,7 @@
     rlx train ppo --env gymnax/CartPole-v1 --lr 3e-4 --set clip_eps=0.1
     rlx sweep ppo --env gymnax/CartPole-v1 --seeds 4 --grid lr=1e-4,3e-4,1e-3
     rlx train --resume runs/cartpole
+    rlx train cmorl --env rlx/deep-sea-treasure --out runs/cmorl     # a family with its own driver
     rlx sweep ppo --env gymnax/CartPole-v1 --seeds 8 --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0
 
 On CPU the command exposes one XLA device per core (set before jax is imported)
@@ -77,9 +78,30 @@ def _algorithm(name: str):
     except KeyError as e:
         raise CLIError(e.args[0]) from None
     if entry.kind != "agent":
-        raise CLIError(f"{name} is not trained by `rlx train`: run it with `{entry.command}`.")
+        raise CLIError(f"{name} has a driver of its own, without sweeps: run it with `{entry.command}`.")
     module, config_cls, _ = entry.load()
     return module, config_cls, entry
+
+
+def _trainer(argv: list[str]):
+    """The `main(argv)` of a trainer-kind algorithm named by `rlx train NAME ...`, else None."""
+    if len(argv) < 2 or argv[0] != "train" or argv[1].startswith("-"):
+        return None
+    from rlx import registry
+
+    entry = registry.entries().get(argv[1])
+    if entry is None or entry.kind != "trainer":
+        return None
+    return entry.load()[2]
+
+
+def add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
+    """The flags every trainer-kind driver shares: --seed, --set, --out, --resume, --no-progress."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], help="learner field overrides, key=value")
+    parser.add_argument("--out", help=f"run directory (default {default_out})")
+    parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR with the same settings")
+    parser.add_argument("--no-progress", action="store_true")
 
 
 def _flag_given(flag: str) -> bool:
@@ -289,6 +311,10 @@ def _main(argv: list[str]) -> int:
         import rlx
 
         rlx.use_compile_cache(known.compile_cache or None)
+
+    trainer = _trainer(argv)
+    if trainer is not None:  # a family with a driver of its own parses the rest itself
+        return trainer(argv[2:]) or 0
 
     # Pick the algorithm (from the args or a resumed run) so its config fields become flags.
     config_cls = None

@@ -9,7 +9,7 @@ import pytest
 from rlx import cli, registry
 
 FAMILIES = {"ppo": "ppo", "sac": "sac", "dqn": "dqn", "c51": "dqn", "qrdqn": "dqn", "ddp-dqn": "ddp",
-            "moppo": "morl", "dpo": "meta", "meta-test": "meta"}  # fmt: skip
+            "moppo": "morl", "cmorl": "morl", "dpo": "meta", "meta-test": "meta", "lpo-es": "meta"}  # fmt: skip
 
 
 def test_every_family_is_registered_and_loads():
@@ -35,14 +35,14 @@ def test_rlx_list_shows_every_algorithm(capsys):
     out = capsys.readouterr().out
     for name in FAMILIES:
         assert f"\n  {name} " in out
-    assert "run: python -m rlx.agents.meta.meta_test" in out
+    assert "run: rlx train meta-test" in out and "run: rlx train cmorl" in out
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["train", "pop", "--env", "gymnax/CartPole-v1"], "error: unknown algorithm 'pop'. Did you mean ppo"),
-        (["train", "meta-test", "--env", "gymnax/CartPole-v1"], "error: meta-test is not trained by `rlx train`: run it with `python -m"),
+        (["sweep", "meta-test", "--env", "gymnax/CartPole-v1"], "error: meta-test has a driver of its own, without sweeps: run it with `rlx train meta-test"),
         (["train", "dpo", "--env", "gymnax/CartPole-v1", "--preset", "brax"], "error: --preset 'brax' is invalid for dpo"),
     ],
 )
@@ -59,3 +59,26 @@ def test_a_second_registration_must_agree():
         registry.register(registry.Algorithm("ppo", "another", "my.module", "Config"))
     with pytest.raises(ValueError, match="kind = 'job' is invalid"):
         registry.register(registry.Algorithm("x", "x", "m", "C", kind="job"))
+
+
+def test_trainers_run_from_rlx_train_and_resume(tmp_path, capsys):
+    """`rlx train cmorl` and `rlx train lpo-es`, end to end at toy sizes, then resumed."""
+    out = str(tmp_path / "cmorl")
+    tiny = ["--set", "num_envs=4", "num_steps=16", "num_minibatches=2", "update_epochs=2"]
+    argv = ["train", "cmorl", "--env", "rlx/deep-sea-treasure", "--rounds", "1", "--no-progress", *tiny,
+            "--cmorl-set", "init_divisions=1", "init_updates=2", "num_select=1", "constrained_updates=2"]  # fmt: skip
+    assert cli.main(argv + ["--out", out]) == 0
+    import os
+
+    from rlx.logging import read_metrics
+
+    assert {"front.csv", "front.png", "metrics.csv", "config.json", "archive"} <= set(os.listdir(out))
+    assert read_metrics(os.path.join(out, "metrics.csv"))["round"].tolist() == [0.0, 1.0]
+    assert cli.main(argv + ["--resume", out]) == 0  # finished: nothing to do, the same front
+    assert "policies on the front after 1 rounds" in capsys.readouterr().out
+    es_out = str(tmp_path / "lpo")
+    es = ["train", "lpo-es", "--generations", "2", "--population", "4", "--steps", "256", "--hidden", "4",
+          "--eval-seeds", "0", "--no-progress", "--set", "num_envs=4", "num_steps=16", "num_minibatches=2"]  # fmt: skip
+    assert cli.main(es + ["--out", es_out]) == 0
+    assert read_metrics(os.path.join(es_out, "metrics.csv"))["generation"].tolist() == [0.0, 1.0]
+    assert {"mean.npz", "best.npz", "summary.json"} <= set(os.listdir(es_out))

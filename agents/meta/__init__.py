@@ -8,4 +8,7 @@ register(Algorithm("dpo", "PPO with DPO's closed-form drift (Lu et al. 2022) in 
                    command="rlx train dpo --env gymnax/CartPole-v1"))  # fmt: skip
 register(Algorithm("meta-test", "train PPO with saved learned drifts (LPO, TA-LPO) or LPG rules, side by side",
                    "rlx.agents.meta.meta_test", builder="main", family="meta", kind="trainer",
-                   command="python -m rlx.agents.meta.meta_test --drift ppo --drift dpo --env gymnax/Acrobot-v1"))  # fmt: skip
+                   command="rlx train meta-test --drift ppo --drift dpo --env gymnax/Acrobot-v1"))  # fmt: skip
+register(Algorithm("lpo-es", "meta-train a learned PPO drift (LPO, TA-LPO) with OpenES over whole PPO runs",
+                   "rlx.agents.meta.meta_train", builder="main", family="meta", kind="trainer",
+                   command="rlx train lpo-es --env gymnax/CartPole-v1 --generations 4 --out runs/lpo"))  # fmt: skip

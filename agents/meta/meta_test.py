@@ -2,11 +2,11 @@
 trained by a learned policy gradient (a saved LPG or TA-LPG, or A2C as the baseline), on
 held-out envs, at several training horizons, with several seeds; write a table and curves.
 
-    python -m rlx.agents.meta.meta_test --drift ppo --drift dpo \\
+    rlx train meta-test --drift ppo --drift dpo \\
         --drift lpo=lpo:runs/lpo/mean.npz --env gymnax/Acrobot-v1 \\
         --horizons 0.5,1,2 --seeds 8 --out results/meta-test
 
-    python -m rlx.agents.meta.meta_test --drift a2c --drift lpg --drift ta=ta_lpg:results/lpg-lifetimes/ta_lpg.npz \\
+    rlx train meta-test --drift a2c --drift lpg --drift ta=ta_lpg:results/lpg-lifetimes/ta_lpg.npz \\
         --env gymnax/CartPole-v1 --base-steps 100000 --seeds 4
 
 Every `--drift` is an update rule. ppo, dpo and the KINDs lpo, lpo_ppo_init, ta_lpo,
@@ -286,7 +286,8 @@ def plot(path: str, rows: list[dict], curves: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="rlx train meta-test", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--drift", action="append", required=True,
                         help="ppo | dpo | a2c | lpg | ta_lpg | NAME=KIND:PATH.npz (repeat)")  # fmt: skip
     parser.add_argument("--env", action="append", required=True, help="held-out env id (repeat)")

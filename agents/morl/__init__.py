@@ -7,3 +7,6 @@ from rlx.registry import Algorithm, register
 register(Algorithm("moppo", "MO-PPO: PPO with a vector critic and a scalarised advantage (one preference)",
                    "rlx.agents.morl.moppo", "MOPPOConfig", presets={"default": "two_objective_config"}, family="morl",
                    command="rlx train moppo --env rlx/deep-sea-treasure --weights 0.5,0.5"))  # fmt: skip
+register(Algorithm("cmorl", "C-MORL: a Pareto front by MO-PPO preferences, then constrained extension rounds",
+                   "rlx.agents.morl.cmorl_cli", builder="main", family="morl", kind="trainer",
+                   command="rlx train cmorl --env rlx/deep-sea-treasure --rounds 2 --out runs/cmorl"))  # fmt: skip
