@@ -605,6 +605,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     from rlx import experiments as ex
 
     found = ex.discover()
+    if not found:  # an installed wheel carries no experiments/
+        raise CLIError(f"no experiments under {os.path.join(ex.repo_root(), 'experiments')}: they live in rlx's "
+                       "source tree; run rlx reproduce in a checkout, or set RLX_ROOT to one.")  # fmt: skip
     if args.list:
         print(ex.listing(found))
         return 0
@@ -712,6 +715,15 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
     return 0
 
 
+def _weighted(values, pop):
+    """Vector returns `[M, U, d]` as each member's preference-weighted return `[M, U]`."""
+    import numpy as np
+
+    d = values.shape[-1]
+    weights = np.asarray(getattr(pop.cfg, "weights", np.full(d, 1.0 / d)), float)
+    return np.einsum("mud,md->mu", values, np.broadcast_to(weights, (values.shape[0], d)))
+
+
 def _finish(args, agent, env, env_params, pop, result, out_dir, env_name, mesh, eval_episodes) -> dict | None:
     """Final evaluation, the learning-curve plot, and a printed summary (None on
     processes other than 0, which write nothing)."""
@@ -748,19 +760,20 @@ def _finish(args, agent, env, env_params, pop, result, out_dir, env_name, mesh, 
     x = np.stack([data["env_steps"][data["member"] == m] for m in members])
     y = np.stack([data["episode_return"][data["member"] == m] for m in members])
     ylabel = "episode return"
-    if y.ndim == 3:  # vector rewards [M, U, d]: the curve shows each member's preference-weighted return
-        weights = np.asarray(getattr(pop.cfg, "weights", np.full(y.shape[-1], 1.0 / y.shape[-1])), float)
-        y = np.einsum("mud,md->mu", y, np.broadcast_to(weights, (y.shape[0], y.shape[-1])))
-        ylabel = "weighted episode return (weights · return)"
+    if y.ndim == 3:
+        y, ylabel = _weighted(y, pop), "weighted episode return (weights · return)"
     swept = [k for k in pop.members[0] if k not in ("member", "seed")]
     groups = [", ".join(f"{k}={m[k]}" for k in swept) for m in pop.members] if swept else None
     learning_curve(os.path.join(out_dir, "learning_curve.png"), x, y, groups, title=f"{args.algo} on {env_name}",
                    ylabel=ylabel)  # fmt: skip
-    if "eval_return" in data and data["eval_return"].ndim == 1 and np.isfinite(data["eval_return"]).any():
+    if "eval_return" in data and np.isfinite(data["eval_return"]).any():
         ye = np.stack([data["eval_return"][data["member"] == m] for m in members])
+        label = "evaluation return"
+        if ye.ndim == 3:
+            ye, label = _weighted(ye, pop), "weighted evaluation return (weights · return)"
         keep = np.isfinite(ye).all(0)
         learning_curve(os.path.join(out_dir, "eval_curve.png"), x[:, keep], ye[:, keep], groups,
-                       title=f"{args.algo} on {env_name}: deterministic evaluation", ylabel="evaluation return")
+                       title=f"{args.algo} on {env_name}: deterministic evaluation", ylabel=label)
     with np.errstate(all="ignore"):
         final = np.nanmean(y[:, -max(1, y.shape[1] // 20):], 1)
     summary["final_train_return"] = final.tolist()

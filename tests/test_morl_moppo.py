@@ -203,3 +203,22 @@ def test_101_preferences_recover_at_least_9_of_10_convex_dst_points(dst):
     hits = _front_hits(returns, front)
     print("recovered", len(hits), "of 10:", hits)
     assert len(hits) >= 9, hits
+
+
+def test_cli_run_with_vector_returns_plots_weighted_train_and_eval_curves(tmp_path, capsys):
+    import json
+    import os
+
+    from rlx import cli
+    from rlx.logging import read_metrics
+
+    out = str(tmp_path / "mo")
+    argv = ["train", "moppo", "--env", "rlx/deep-sea-treasure", "--weights", "0.5,0.5", "--seeds", "2",
+            "--num-envs", "4", "--num-steps", "16", "--total-steps", "256", "--eval-every", "2", "--no-progress",
+            "--out", out]  # fmt: skip
+    assert cli.main(argv) == 0
+    m = read_metrics(os.path.join(out, "metrics.csv"))
+    assert m["episode_return"].shape[1] == 2 and m["eval_return"].shape[1] == 2  # [rows, d]
+    assert np.isfinite(m["eval_return"]).any(1).sum() >= 2
+    assert os.path.getsize(os.path.join(out, "eval_curve.png")) > 0
+    assert np.asarray(json.load(open(os.path.join(out, "summary.json")))["eval_return"]).shape == (2, 2)

@@ -143,3 +143,10 @@ def test_experiment_script_entry_point_writes_the_record(fake_root):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["x"] == 1.75
     assert json.loads((fake_root / "results" / "fake-exp" / "fake-exp.json").read_text())["scale"] == "smoke"
+
+
+def test_reproduce_without_a_source_tree_says_where_experiments_live(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RLX_ROOT", str(tmp_path))  # as from an installed wheel: no experiments/
+    assert cli.main(["reproduce", "--list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "they live in rlx's source tree" in err and str(tmp_path) in err, err

@@ -12,7 +12,7 @@ nonzero drift helps".
 
 Writes `lpo-es.png` (fitness per generation; drift heatmaps of the learned LPO, PPO and
 DPO; meta-test bars), `lpo-es.csv` (one row per generation), `lpo-es-meta-test.csv`
-(one row per meta-test run) and `es/` (the ES run: fitness.csv, mean.npz, best.npz,
+(one row per meta-test run) and `es/` (the ES run: metrics.csv, mean.npz, best.npz,
 checkpoints; `--resume` continues it).
 """
 
