@@ -20,4 +20,7 @@ from rlx.agents import ddp as _ddp  # noqa: E402,F401
 from rlx.agents import meta as _meta  # noqa: E402,F401
 from rlx.agents import morl as _morl  # noqa: E402,F401
 
-__all__: list[str] = []
+from rlx.lazy import submodules  # noqa: E402
+
+__all__ = ["ppo", "sac", "dqn", "ddp", "meta", "morl"]
+__getattr__, __dir__ = submodules(__name__, __all__)

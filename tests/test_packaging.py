@@ -112,3 +112,22 @@ def test_installed_wheel_imports_every_module_outside_the_repo(wheel, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     out = subprocess.run([python, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-4000:]
+
+
+def test_agent_packages_name_every_submodule_and_import_them_lazily():
+    """Each agent package's __all__ names its modules; they import on first use, not with the package."""
+    import importlib
+    import pkgutil
+    import subprocess
+    import sys
+
+    for name in ("rlx.agents", "rlx.agents.ddp", "rlx.agents.meta", "rlx.agents.morl"):
+        package = importlib.import_module(name)
+        modules = {m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")}
+        assert set(package.__all__) == modules, name
+        assert dir(package) == sorted(package.__all__)
+        for sub in package.__all__:
+            assert getattr(package, sub).__name__ == f"{name}.{sub}"
+    code = "import sys, rlx.agents; print('jax' in sys.modules, 'rlx.agents.ppo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr

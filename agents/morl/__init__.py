@@ -10,3 +10,8 @@ register(Algorithm("moppo", "MO-PPO: PPO with a vector critic and a scalarised a
 register(Algorithm("cmorl", "C-MORL: a Pareto front by MO-PPO preferences, then constrained extension rounds",
                    "rlx.agents.morl.cmorl_cli", builder="main", family="morl", kind="trainer",
                    command="rlx train cmorl --env rlx/deep-sea-treasure --rounds 2 --out runs/cmorl"))  # fmt: skip
+
+from rlx.lazy import submodules  # noqa: E402
+
+__all__ = ["moppo", "cmorl", "cmorl_cli", "indicators", "hpo"]
+__getattr__, __dir__ = submodules(__name__, __all__)
