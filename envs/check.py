@@ -92,42 +92,69 @@ def check_env(env: Any, env_params: Any = None, key: jax.Array | None = None, st
     Returns a report: `{"env", "observation", "action_space", "reward", "steps",
     "episodes_ended", "terminated", "truncated"}` (shapes as tuples, dtypes as names).
     """
-    check = _Checker(env)
     steps = int(steps)
     if steps < 1:
         raise ValueError(f"check_env steps = {steps} is invalid: it must be >= 1.")
     key = jax.random.key(0) if key is None else key
     params = getattr(env, "default_params", None) if env_params is None else env_params
+    check = _EnvCheck(env, params, steps)
+    key_reset, key_action, key_step, key_rollout = jax.random.split(key, 4)
+    reward_dtype = check.traced(key_reset, key_action, key_step)
+    ended, terminated, truncated = check.rollout(key_rollout)
+    check.batched(key)
+    return {
+        "env": check.name,
+        "observation": {"shape": check.obs_shape, "dtype": check.obs_dtype.name},
+        "action_space": repr(check.action_space),
+        "reward": {"shape": check.reward_shape, "dtype": reward_dtype},
+        "steps": steps,
+        "episodes_ended": ended,
+        "terminated": terminated,
+        "truncated": truncated,
+    }
 
-    # -- the interface -----------------------------------------------------------------------------
-    for method, args, call in (("reset", 2, "reset(key, params)"), ("step", 4, "step(key, state, action, params)"),
-                               ("observation_space", 1, "observation_space(params)"),
-                               ("action_space", 1, "action_space(params)")):  # fmt: skip
-        fn = getattr(env, method, None)
-        if not callable(fn):
-            check.fail(method, f"a method {call}", "nothing" if fn is None else type(fn).__name__,
-                       f"give the env a method {call} (see rlx.envs.core)")  # fmt: skip
-        if not _signature_accepts(fn, args):
-            check.fail(method, f"a method {call}", f"{method}{inspect.signature(fn)}",
-                       f"take the arguments {call}, as in rlx.envs.core")  # fmt: skip
-    obs_space = env.observation_space(params)
-    action_space = env.action_space(params)
-    for field, space in (("observation_space", obs_space), ("action_space", action_space)):
-        if not (hasattr(space, "shape") and hasattr(space, "dtype")):
-            check.fail(field, "a space with shape and dtype (rlx.envs.Box or Discrete)", type(space).__name__,
+
+class _EnvCheck(_Checker):
+    """The stages of `check_env`: the interface (here), traced shapes (`traced`), a random
+    rollout's values (`rollout`) and a vmap over keys (`batched`)."""
+
+    def __init__(self, env: Any, params: Any, steps: int):
+        super().__init__(env)
+        self.env, self.params, self.steps = env, params, steps
+        check = self
+        # -- the interface -----------------------------------------------------------------------------
+        for method, args, call in (("reset", 2, "reset(key, params)"), ("step", 4, "step(key, state, action, params)"),
+                                   ("observation_space", 1, "observation_space(params)"),
+                                   ("action_space", 1, "action_space(params)")):  # fmt: skip
+            fn = getattr(env, method, None)
+            if not callable(fn):
+                check.fail(method, f"a method {call}", "nothing" if fn is None else type(fn).__name__,
+                           f"give the env a method {call} (see rlx.envs.core)")  # fmt: skip
+            if not _signature_accepts(fn, args):
+                check.fail(method, f"a method {call}", f"{method}{inspect.signature(fn)}",
+                           f"take the arguments {call}, as in rlx.envs.core")  # fmt: skip
+        obs_space = env.observation_space(params)
+        action_space = env.action_space(params)
+        for field, space in (("observation_space", obs_space), ("action_space", action_space)):
+            if not (hasattr(space, "shape") and hasattr(space, "dtype")):
+                check.fail(field, "a space with shape and dtype (rlx.envs.Box or Discrete)", type(space).__name__,
+                           "return rlx.envs.core.Box or Discrete")  # fmt: skip
+        if not callable(getattr(action_space, "sample", None)):
+            check.fail("action_space", "a space with sample(key)", type(action_space).__name__,
                        "return rlx.envs.core.Box or Discrete")  # fmt: skip
-    if not callable(getattr(action_space, "sample", None)):
-        check.fail("action_space", "a space with sample(key)", type(action_space).__name__,
-                   "return rlx.envs.core.Box or Discrete")  # fmt: skip
-    obs_shape, obs_dtype = tuple(obs_space.shape), jnp.dtype(obs_space.dtype)
-    reward_dim = getattr(env, "reward_dim", None)
-    reward_shape = () if reward_dim is None else (int(reward_dim),)
-    reward_low = getattr(env, "reward_low", None)
-    reward_high = getattr(env, "reward_high", None)
-    bounds = _bounds(obs_space, obs_shape)
+        obs_shape, obs_dtype = tuple(obs_space.shape), jnp.dtype(obs_space.dtype)
+        reward_dim = getattr(env, "reward_dim", None)
+        reward_shape = () if reward_dim is None else (int(reward_dim),)
+        reward_low = getattr(env, "reward_low", None)
+        reward_high = getattr(env, "reward_high", None)
+        bounds = _bounds(obs_space, obs_shape)
+        self.action_space, self.obs_shape, self.obs_dtype = action_space, obs_shape, obs_dtype
+        self.reward_dim, self.reward_shape = reward_dim, reward_shape
+        self.reward_low, self.reward_high, self.bounds = reward_low, reward_high, bounds
 
-    def check_obs(obs: Any, field: str, batch: tuple = ()) -> None:
+    def check_obs(self, obs: Any, field: str, batch: tuple = ()) -> None:
         """Shape and dtype of `obs` (an array or its abstract value): `batch + observation_space.shape`."""
+        check, obs_shape, obs_dtype = self, self.obs_shape, self.obs_dtype
         if not (hasattr(obs, "shape") and hasattr(obs, "dtype")):
             check.fail(field, f"an array of shape {obs_shape}", type(obs).__name__,
                        "return the observation as one array (rlx agents take no pytree observations)")  # fmt: skip
@@ -139,9 +166,10 @@ def check_env(env: Any, env_params: Any = None, key: jax.Array | None = None, st
             check.fail(field, f"dtype {obs_dtype.name} (observation_space.dtype)", jnp.dtype(obs.dtype).name,
                        "cast the observation or declare its dtype in the space")  # fmt: skip
 
-    def check_obs_values(values: np.ndarray, field: str, per_step: bool = True) -> None:
+    def check_obs_values(self, values: np.ndarray, field: str, per_step: bool = True) -> None:
         """`values`: `[rows, *observation_space.shape]` (a row per step when `per_step`), finite
         and inside the space's bounds."""
+        check, bounds = self, self.bounds
         if not np.all(np.isfinite(values)):
             check.fail(field, "finite values", f"{int(np.sum(~np.isfinite(values)))} NaN or infinite entries",
                        "fix the env's dynamics or observation")  # fmt: skip
@@ -158,14 +186,15 @@ def check_env(env: Any, env_params: Any = None, key: jax.Array | None = None, st
             check.fail(field, f"values inside observation_space [low, high] (entry {i}: [{low[i]}, {high[i]}])",
                        f"{values[where]}{at}", "widen the space's bounds or clip the observation")  # fmt: skip
 
-    def check_step_output(out: Any, batch: tuple = ()) -> None:
+    def check_step_output(self, out: Any, batch: tuple = ()) -> None:
         """The structure, shapes and dtypes of step's output (arrays or abstract values)."""
+        check, reward_dim, reward_shape = self, self.reward_dim, self.reward_shape
         if not isinstance(out, tuple) or len(out) != 6:
             got = f"{type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list)) else type(out).__name__
             check.fail("step", "a tuple (obs, state, reward, terminated, truncated, info)", got,
                        "return the six values of rlx.envs.core.Environment.step (auto-resetting)")  # fmt: skip
         obs, _, reward, terminated, truncated, info = out
-        check_obs(obs, "step obs", batch)
+        self.check_obs(obs, "step obs", batch)
         if tuple(np.shape(reward)) != batch + reward_shape:
             expected = "a scalar ()" if reward_dim is None else f"shape ({reward_dim},) (env.reward_dim)"
             check.fail("reward", expected, f"shape {tuple(np.shape(reward))}",
@@ -185,115 +214,116 @@ def check_env(env: Any, env_params: Any = None, key: jax.Array | None = None, st
             check.fail("info['final_obs']", f"shape and dtype of obs ({_describe(obs)})", _describe(final),
                        "give final_obs the observation's shape and dtype")  # fmt: skip
 
-    def trace(field: str, fn: Any, *args: Any) -> Any:
+    def trace(self, field: str, fn: Any, *args: Any) -> Any:
         """`jax.eval_shape(fn, *args)`: traced as under jit, nothing compiled or run."""
         try:
             return jax.eval_shape(fn, *args)
         except (jax.errors.JAXTypeError, jax.errors.JAXIndexError) as err:
-            check.fail(field, "a function that traces under jax.jit", _first_line(err),
+            self.fail(field, "a function that traces under jax.jit", _first_line(err),
                        "replace Python control flow or conversions on array values (if, while, float(), .item()) "
                        "with jnp.where / jax.lax.cond / jax.lax.scan")  # fmt: skip
         except Exception as err:  # the env's own failure, in the checker's words; the cause is chained
-            check.fail(field, f"{field} to run on a key, a sampled action and the params", _first_line(err),
+            self.fail(field, f"{field} to run on a key, a sampled action and the params", _first_line(err),
                        f"fix {field} (the chained traceback has the cause)")  # fmt: skip
 
-    # -- traced: structure, shapes and dtypes, with params as an argument (as agents run them) -----
-    key_reset, key_action, key_step, key_rollout = jax.random.split(key, 4)
-    reset_out = trace("reset", env.reset, key_reset, params)
-    if not isinstance(reset_out, tuple) or len(reset_out) != 2:
-        check.fail("reset", "a tuple (obs, state)", type(reset_out).__name__, "return (obs, state) from reset")
-    check_obs(reset_out[0], "reset obs")
-    action = trace("action_space.sample", action_space.sample, key_action)
-    step_out = trace("step", env.step, key_step, reset_out[1], action, params)
-    check_step_output(step_out)
-    reset_specs, step_specs = _leaf_specs(reset_out[1]), _leaf_specs(step_out[1])
-    if jax.tree.structure(reset_out[1]) != jax.tree.structure(step_out[1]) or reset_specs != step_specs:
-        changed = [f"{a[0]} {a[1]} {a[2]} -> {b[1]} {b[2]}" for a, b in zip(reset_specs, step_specs) if a != b]
-        got = changed[0] if changed else f"{len(reset_specs)} leaves from reset, {len(step_specs)} from step"
-        check.fail("state", "step to return a state of the same structure, shapes and dtypes as reset's", got,
-                   "keep the state's pytree fixed (jax.lax.scan over steps needs it)")  # fmt: skip
+    def traced(self, key_reset: jax.Array, key_action: jax.Array, key_step: jax.Array) -> str:
+        """Structure, shapes and dtypes of reset and step, with params as an argument (as
+        agents run them), traced without compiling. Returns the reward's dtype name."""
+        check, env, params, action_space = self, self.env, self.params, self.action_space
+        trace, check_obs, check_step_output = self.trace, self.check_obs, self.check_step_output
+        reset_out = trace("reset", env.reset, key_reset, params)
+        if not isinstance(reset_out, tuple) or len(reset_out) != 2:
+            check.fail("reset", "a tuple (obs, state)", type(reset_out).__name__, "return (obs, state) from reset")
+        check_obs(reset_out[0], "reset obs")
+        action = trace("action_space.sample", action_space.sample, key_action)
+        step_out = trace("step", env.step, key_step, reset_out[1], action, params)
+        check_step_output(step_out)
+        reset_specs, step_specs = _leaf_specs(reset_out[1]), _leaf_specs(step_out[1])
+        if jax.tree.structure(reset_out[1]) != jax.tree.structure(step_out[1]) or reset_specs != step_specs:
+            changed = [f"{a[0]} {a[1]} {a[2]} -> {b[1]} {b[2]}" for a, b in zip(reset_specs, step_specs) if a != b]
+            got = changed[0] if changed else f"{len(reset_specs)} leaves from reset, {len(step_specs)} from step"
+            check.fail("state", "step to return a state of the same structure, shapes and dtypes as reset's", got,
+                       "keep the state's pytree fixed (jax.lax.scan over steps needs it)")  # fmt: skip
+        return jnp.dtype(step_out[2].dtype).name
 
-    # -- a rollout of random actions -------------------------------------------------------------
-    def rollout(k, p):
-        """`steps` steps from a reset: (reset obs, then per step obs, reward, terminated, truncated, final_obs)."""
-        k_reset, k_steps = jax.random.split(k)
-        obs, s = env.reset(k_reset, p)
+    def rollout(self, key_rollout: jax.Array) -> tuple[int, int, int]:
+        """`steps` random actions from a reset, compiled and run twice: values, bounds,
+        final_obs, terminated/truncated, the same program and trajectory for the same key.
+        Returns (episodes ended, terminated, truncated)."""
+        check, env, params, steps, action_space = self, self.env, self.params, self.steps, self.action_space
+        check_obs_values, reward_low, reward_high = self.check_obs_values, self.reward_low, self.reward_high
+        def run(k, p):
+            """`steps` steps from a reset: (reset obs, then per step obs, reward, terminated, truncated, final_obs)."""
+            k_reset, k_steps = jax.random.split(k)
+            obs, s = env.reset(k_reset, p)
 
-        def body(s, k):
-            k_act, k_env = jax.random.split(k)
-            o, s, r, te, tr, info = env.step(k_env, s, action_space.sample(k_act), p)
-            return s, (o, r, te, tr, info["final_obs"])
+            def body(s, k):
+                k_act, k_env = jax.random.split(k)
+                o, s, r, te, tr, info = env.step(k_env, s, action_space.sample(k_act), p)
+                return s, (o, r, te, tr, info["final_obs"])
 
-        return obs, jax.lax.scan(body, s, jax.random.split(k_steps, steps))[1]
+            return obs, jax.lax.scan(body, s, jax.random.split(k_steps, steps))[1]
 
-    # Same key, same trajectory: numpy or Python randomness at trace time shows as a
-    # different program when traced again, randomness at run time as different results.
-    # (A new partial each time: jax caches traces by function, and a cached trace would hide it.)
-    programs = [jax.make_jaxpr(functools.partial(rollout))(key_rollout, params) for _ in range(2)]
-    consts_equal = len(programs[0].consts) == len(programs[1].consts) and all(
-        np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(programs[0].consts, programs[1].consts))
-    if str(programs[0]) != str(programs[1]) or not consts_equal:
-        check.fail("step", "the same program each time reset and step are traced", "two traces that differ",
-                   "draw all randomness from the key argument (no numpy or Python random state)")  # fmt: skip
-    compiled = jax.jit(rollout)
-    first, second = compiled(key_rollout, params), compiled(key_rollout, params)
-    reset_obs = np.asarray(first[0])
-    obs_seq, reward_seq, terminated_seq, truncated_seq, final_seq = (np.asarray(x) for x in first[1])
-    check_obs_values(reset_obs[None], "reset obs", per_step=False)
-    check_obs_values(obs_seq, "step obs")
-    check_obs_values(final_seq, "info['final_obs']")
-    both = terminated_seq & truncated_seq
-    if np.any(both):
-        check.fail("truncated", "truncated to be False whenever terminated is True",
-                   f"both True at step {int(np.argmax(both))}", "return truncated & ~terminated")  # fmt: skip
-    ended = terminated_seq | truncated_seq
-    # Where no episode ended there was no reset, so the final observation is the observation.
-    mismatch = ~ended & ~np.all((final_seq == obs_seq).reshape(steps, -1), axis=1)
-    if np.any(mismatch):
-        check.fail("info['final_obs']", "final_obs equal to obs on steps that end no episode",
-                   f"a different value at step {int(np.argmax(mismatch))}",
-                   "put the next observation (before any reset) in final_obs, not the previous one")  # fmt: skip
-    finite = np.isfinite(reward_seq).reshape(steps, -1).all(axis=1)
-    if not np.all(finite):
-        check.fail("reward", "finite rewards", f"NaN or infinite at step {int(np.argmin(finite))}", "fix the reward")
-    if reward_low is not None and reward_high is not None:
-        low = np.asarray(reward_low, np.float64).astype(reward_seq.dtype)
-        high = np.asarray(reward_high, np.float64).astype(reward_seq.dtype)
-        outside = (reward_seq < low) | (reward_seq > high)
-        if np.any(outside):
-            step = int(np.argwhere(outside)[0][0])
-            check.fail("reward", f"rewards inside [env.reward_low, env.reward_high] = [{low.tolist()}, {high.tolist()}]",
-                       f"{reward_seq[step].tolist()} at step {step}", "fix the reward or its declared bounds")  # fmt: skip
-    for name, a, b in zip(("obs", "reward", "terminated", "truncated", "info['final_obs']"), first[1], second[1]):
-        a, b = np.asarray(a), np.asarray(b)
-        if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
-            step = int(np.argmin(np.all((a == b).reshape(steps, -1), axis=1)))
-            check.fail(name, "the same trajectory for the same key", f"two runs that differ at step {step}",
+        # Same key, same trajectory: numpy or Python randomness at trace time shows as a
+        # different program when traced again, randomness at run time as different results.
+        # (A new partial each time: jax caches traces by function, and a cached trace would hide it.)
+        programs = [jax.make_jaxpr(functools.partial(run))(key_rollout, params) for _ in range(2)]
+        consts_equal = len(programs[0].consts) == len(programs[1].consts) and all(
+            np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(programs[0].consts, programs[1].consts))
+        if str(programs[0]) != str(programs[1]) or not consts_equal:
+            check.fail("step", "the same program each time reset and step are traced", "two traces that differ",
                        "draw all randomness from the key argument (no numpy or Python random state)")  # fmt: skip
+        compiled = jax.jit(run)
+        first, second = compiled(key_rollout, params), compiled(key_rollout, params)
+        reset_obs = np.asarray(first[0])
+        obs_seq, reward_seq, terminated_seq, truncated_seq, final_seq = (np.asarray(x) for x in first[1])
+        check_obs_values(reset_obs[None], "reset obs", per_step=False)
+        check_obs_values(obs_seq, "step obs")
+        check_obs_values(final_seq, "info['final_obs']")
+        both = terminated_seq & truncated_seq
+        if np.any(both):
+            check.fail("truncated", "truncated to be False whenever terminated is True",
+                       f"both True at step {int(np.argmax(both))}", "return truncated & ~terminated")  # fmt: skip
+        ended = terminated_seq | truncated_seq
+        # Where no episode ended there was no reset, so the final observation is the observation.
+        mismatch = ~ended & ~np.all((final_seq == obs_seq).reshape(steps, -1), axis=1)
+        if np.any(mismatch):
+            check.fail("info['final_obs']", "final_obs equal to obs on steps that end no episode",
+                       f"a different value at step {int(np.argmax(mismatch))}",
+                       "put the next observation (before any reset) in final_obs, not the previous one")  # fmt: skip
+        finite = np.isfinite(reward_seq).reshape(steps, -1).all(axis=1)
+        if not np.all(finite):
+            check.fail("reward", "finite rewards", f"NaN or infinite at step {int(np.argmin(finite))}", "fix the reward")
+        if reward_low is not None and reward_high is not None:
+            low = np.asarray(reward_low, np.float64).astype(reward_seq.dtype)
+            high = np.asarray(reward_high, np.float64).astype(reward_seq.dtype)
+            outside = (reward_seq < low) | (reward_seq > high)
+            if np.any(outside):
+                step = int(np.argwhere(outside)[0][0])
+                check.fail("reward", f"rewards inside [env.reward_low, env.reward_high] = [{low.tolist()}, {high.tolist()}]",
+                           f"{reward_seq[step].tolist()} at step {step}", "fix the reward or its declared bounds")  # fmt: skip
+        for name, a, b in zip(("obs", "reward", "terminated", "truncated", "info['final_obs']"), first[1], second[1]):
+            a, b = np.asarray(a), np.asarray(b)
+            if not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+                step = int(np.argmin(np.all((a == b).reshape(steps, -1), axis=1)))
+                check.fail(name, "the same trajectory for the same key", f"two runs that differ at step {step}",
+                           "draw all randomness from the key argument (no numpy or Python random state)")  # fmt: skip
+        return int(np.sum(ended)), int(np.sum(terminated_seq)), int(np.sum(truncated_seq))
 
-    # -- vmap over keys ----------------------------------------------------------------------------
-    def reset_and_step(k):
-        k_reset, k_act, k_env = jax.random.split(k, 3)
-        _, s = env.reset(k_reset, params)
-        return env.step(k_env, s, action_space.sample(k_act), params)
+    def batched(self, key: jax.Array) -> None:
+        """reset + step jitted under a vmap over `VMAP_KEYS` keys."""
+        check, env, params, action_space = self, self.env, self.params, self.action_space
+        def reset_and_step(k):
+            k_reset, k_act, k_env = jax.random.split(k, 3)
+            _, s = env.reset(k_reset, params)
+            return env.step(k_env, s, action_space.sample(k_act), params)
 
-    try:
-        batched = jax.jit(jax.vmap(reset_and_step))(jax.random.split(key, VMAP_KEYS))
-    except Exception as err:
-        check.fail("step", "reset and step to batch under jax.vmap", _first_line(err),
-                   "use jax.numpy ops that broadcast (no Python branches on array shapes or values)")  # fmt: skip
-    check_step_output(tuple(batched), batch=(VMAP_KEYS,))
-
-    return {
-        "env": check.name,
-        "observation": {"shape": obs_shape, "dtype": obs_dtype.name},
-        "action_space": repr(action_space),
-        "reward": {"shape": reward_shape, "dtype": jnp.dtype(step_out[2].dtype).name},
-        "steps": steps,
-        "episodes_ended": int(np.sum(ended)),
-        "terminated": int(np.sum(terminated_seq)),
-        "truncated": int(np.sum(truncated_seq)),
-    }
+        try:
+            batched = jax.jit(jax.vmap(reset_and_step))(jax.random.split(key, VMAP_KEYS))
+        except Exception as err:
+            check.fail("step", "reset and step to batch under jax.vmap", _first_line(err),
+                       "use jax.numpy ops that broadcast (no Python branches on array shapes or values)")  # fmt: skip
+        self.check_step_output(tuple(batched), batch=(VMAP_KEYS,))
 
 
 __all__ = ["check_env", "EnvCheckError"]
