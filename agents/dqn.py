@@ -120,18 +120,6 @@ class DQNParams:
     obs_stats: RunningStats
 
 
-@struct.dataclass
-class DQNState:
-    params: DQNParams
-    opt_state: Any
-    buffer: replay.ReplayState
-    env_state: Any  # [B] batched env states (with episode statistics)
-    obs: jax.Array  # [B, *obs_shape]
-    key: jax.Array
-    update_step: jax.Array  # int32, updates done so far
-    env_steps: jax.Array  # int32, env steps done so far (this member, warm-up included)
-
-
 # One stored step (shared with SAC and the DηN agent): obs, action, reward, next_obs
 # (the true next observation), terminated, truncated.
 Transition = replay.Transition
@@ -431,7 +419,7 @@ def collect_and_learn(state: Any, collect: Callable, loss_for: Callable, eps: ja
 
 
 # -- init and update ---------------------------------------------------------------------------
-def init_state(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, env_params: Any, key: jax.Array) -> DQNState:
+def init_state(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, env_params: Any, key: jax.Array) -> replay.AgentState:
     """The network (target = online), the optimiser, `num_envs` reset envs, and a buffer
     filled by the warm-up phase (`learning_starts // num_envs` uniform-random steps)."""
     key, k_net, k_env, k_warm = jax.random.split(key, 4)
@@ -443,12 +431,11 @@ def init_state(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, env_pa
     env_state, obs, buffer, traj = replay.reset_and_fill(env, env_params, (k_env, k_warm), example, fill, cfg)
     if traj is not None and cfg.normalize_obs:
         params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
-    zero = jnp.zeros((), jnp.int32)
-    return DQNState(params, opt_state, buffer, env_state, obs, key, zero, zero + cfg.learning_starts)
+    return replay.start_state(params, opt_state, buffer, env_state, obs, key, cfg.learning_starts)
 
 
-def update(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, state: DQNState, env_params: Any,
-           targets: Callable, loss: Callable) -> tuple[DQNState, dict]:  # fmt: skip
+def update(nets: DQNNetworks, env: Any, cfg: DQNConfig, c: DQNConfig, state: replay.AgentState, env_params: Any,
+           targets: Callable, loss: Callable) -> tuple[replay.AgentState, dict]:  # fmt: skip
     """One update: collect `rollout_steps` ε-greedy steps per env, store them, then
     `learn_step` with `dqn_loss(targets, loss)` (`collect_and_learn`). Returns
     `(state, metrics)`."""

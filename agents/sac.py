@@ -105,18 +105,6 @@ class SACParams:
     obs_stats: RunningStats
 
 
-@struct.dataclass
-class SACState:
-    params: SACParams
-    opt_state: Any  # (actor, critic, alpha) optax states
-    buffer: replay.ReplayState
-    env_state: Any  # [B] batched env states (with episode statistics)
-    obs: jax.Array  # [B, *obs_shape]
-    key: jax.Array
-    update_step: jax.Array  # int32, updates done so far
-    env_steps: jax.Array  # int32, env steps done so far (this member, warm-up included)
-
-
 # One stored step (shared with DQN): obs, action (in [-1, 1]^D, the tanh-space action),
 # reward, next_obs (the true next observation), terminated, truncated.
 Transition = replay.Transition
@@ -234,7 +222,7 @@ def warmup(nets: SACNetworks, env: Any, env_params: Any, carry: tuple, num_steps
     return replay.collect(env, env_params, carry, policy, num_steps, lambda a: to_env(nets, a))
 
 
-def init_state(nets: SACNetworks, env: Any, cfg: SACConfig, c: SACConfig, env_params: Any, key: jax.Array) -> SACState:
+def init_state(nets: SACNetworks, env: Any, cfg: SACConfig, c: SACConfig, env_params: Any, key: jax.Array) -> replay.AgentState:
     """The networks (target critics = critics), the optimisers, `num_envs` reset envs, and a
     buffer filled by the warm-up phase (`learning_starts // num_envs` uniform-random steps)."""
     key, k_actor, k_critic, k_env, k_warm = jax.random.split(key, 5)
@@ -255,8 +243,7 @@ def init_state(nets: SACNetworks, env: Any, cfg: SACConfig, c: SACConfig, env_pa
     env_state, obs, buffer, traj = replay.reset_and_fill(env, env_params, (k_env, k_warm), example, fill, cfg)
     if traj is not None and cfg.normalize_obs:
         params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs))
-    zero = jnp.zeros((), jnp.int32)
-    return SACState(params, opt_state, buffer, env_state, obs, key, zero, zero + cfg.learning_starts)
+    return replay.start_state(params, opt_state, buffer, env_state, obs, key, cfg.learning_starts)
 
 
 # -- targets and losses ------------------------------------------------------------------------
@@ -369,8 +356,8 @@ def learn_step(step: Callable, buffer: replay.ReplayState, key: jax.Array, param
     return params, opt_state, stats
 
 
-def update(nets: SACNetworks, env: Any, cfg: SACConfig, c: SACConfig, state: SACState, env_params: Any,
-           critic_target: Callable, actor_loss: Callable) -> tuple[SACState, dict]:  # fmt: skip
+def update(nets: SACNetworks, env: Any, cfg: SACConfig, c: SACConfig, state: replay.AgentState, env_params: Any,
+           critic_target: Callable, actor_loss: Callable) -> tuple[replay.AgentState, dict]:  # fmt: skip
     """One update: collect `rollout_steps` policy steps per env, store them, then
     `learn_step` with `gradient_step(critic_target, actor_loss)`. Returns `(state, metrics)`."""
     params = state.params

@@ -232,11 +232,32 @@ def reset_and_fill(env: Any, env_params: Any, keys: tuple, example: Any, warmup:
     return env_state, obs, add_rollout(buffer, traj), traj
 
 
-def finish_update(state: Any, params: Any, opt_state: Any, buffer: ReplayState, carry: tuple, stats: dict,
-                  steps_per_update: int, **extra: jax.Array) -> tuple[Any, dict]:  # fmt: skip
-    """The end of one update of a replay agent (SAC, DQN, DηN): the next `state` (a
-    dataclass with the fields params, opt_state, buffer, env_state, obs, key,
-    update_step, env_steps) from the learned `params` and `opt_state`, the `buffer` and
+@struct.dataclass
+class AgentState:
+    """The train state of a replay agent (SAC, DQN, DηN); `params` and `opt_state` are
+    the agent's own."""
+
+    params: Any
+    opt_state: Any
+    buffer: ReplayState
+    env_state: Any  # [B] batched env states (with episode statistics)
+    obs: Any  # [B, *obs_shape], or a dict of such (the DηN agent's stock-augmented env)
+    key: jax.Array
+    update_step: jax.Array  # int32, updates done so far
+    env_steps: jax.Array  # int32, env steps done so far (this member, warm-up included)
+
+
+def start_state(params: Any, opt_state: Any, buffer: ReplayState, env_state: Any, obs: Any, key: jax.Array,
+                learning_starts: int) -> AgentState:  # fmt: skip
+    """The state after the warm-up: no update done, `learning_starts` env steps taken."""
+    zero = jnp.zeros((), jnp.int32)
+    return AgentState(params, opt_state, buffer, env_state, obs, key, zero, zero + learning_starts)
+
+
+def finish_update(state: AgentState, params: Any, opt_state: Any, buffer: ReplayState, carry: tuple, stats: dict,
+                  steps_per_update: int, **extra: jax.Array) -> tuple[AgentState, dict]:  # fmt: skip
+    """The end of one update of a replay agent (SAC, DQN, DηN): the next `state` from
+    the learned `params` and `opt_state`, the `buffer` and
     the collect `carry = (env_state, obs, key)`; and the update's metrics: `stats`
     (`{name: [gradient_steps]}`) averaged, `env_steps`, the `EpisodeStats` summary
     (`episode_return`, `episodes`) and `extra`."""

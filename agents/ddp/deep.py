@@ -265,18 +265,6 @@ class DDPParams:
     obs_stats: RunningStats  # of the inner observation obs["obs"]
 
 
-@struct.dataclass
-class DDPState:
-    params: DDPParams
-    opt_state: Any
-    buffer: replay.ReplayState
-    env_state: Any  # [B] batched (episode stats of the stock-wrapped env)
-    obs: Any  # dict of [B, ...]: obs, stock[, time_to_go]
-    key: jax.Array
-    update_step: jax.Array  # int32
-    env_steps: jax.Array  # int32, this member's env steps (warm-up included)
-
-
 def stock_env(env: Any, cfg: DDPConfig) -> stock_lib.StockWrapper:
     """`env` with the stock (and time-to-go when `cfg.horizon > 0`) in its observation."""
     if isinstance(env, stock_lib.StockWrapper):
@@ -440,7 +428,7 @@ def warmup(nets: DDPNetworks, senv: Any, sparams: Any, carry: tuple, num_steps: 
     return replay.collect(senv, sparams, carry, policy, num_steps)
 
 
-def init_state(nets: DDPNetworks, senv: Any, cfg: DDPConfig, c: DDPConfig, env_params: Any, key: jax.Array) -> DDPState:
+def init_state(nets: DDPNetworks, senv: Any, cfg: DDPConfig, c: DDPConfig, env_params: Any, key: jax.Array) -> replay.AgentState:
     """The network (target = online), the optimiser, `num_envs` reset stock-wrapped envs
     (c_0 from the training range), and a buffer filled by the warm-up phase."""
     key, k_net, k_env, k_warm = jax.random.split(key, 4)
@@ -451,8 +439,7 @@ def init_state(nets: DDPNetworks, senv: Any, cfg: DDPConfig, c: DDPConfig, env_p
     env_state, obs, buffer, traj = replay.reset_and_fill(senv, sparams, (k_env, k_warm), nets.transition, fill, cfg)
     if traj is not None and cfg.normalize_obs:
         params = params.replace(obs_stats=update_stats(params.obs_stats, traj.obs["obs"]))
-    zero = jnp.zeros((), jnp.int32)
-    return DDPState(params, opt_state, buffer, env_state, obs, key, zero, zero + cfg.learning_starts)
+    return replay.start_state(params, opt_state, buffer, env_state, obs, key, cfg.learning_starts)
 
 
 # -- relabelling, targets and the loss ---------------------------------------------------------
@@ -523,8 +510,8 @@ def ddp_loss(nets: DDPNetworks, cfg: DDPConfig, c: DDPConfig, params: DDPParams,
 
 
 # -- the update and the agent ------------------------------------------------------------------
-def update(nets: DDPNetworks, senv: Any, cfg: DDPConfig, c: DDPConfig, state: DDPState, env_params: Any,
-           targets: Callable, loss: Callable) -> tuple[DDPState, dict]:  # fmt: skip
+def update(nets: DDPNetworks, senv: Any, cfg: DDPConfig, c: DDPConfig, state: replay.AgentState, env_params: Any,
+           targets: Callable, loss: Callable) -> tuple[replay.AgentState, dict]:  # fmt: skip
     """One update: `rollout_steps` ε-greedy steps per env, stored, then `dqn.learn_step`
     with `ddp_loss(targets, loss)` (through `dqn.collect_and_learn`). Returns `(state, metrics)`."""
     sparams = stock_env_params(c, env_params)
