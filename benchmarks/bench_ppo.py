@@ -22,6 +22,7 @@ rlx.use_every_cpu_core()  # one XLA device per usable core, before jax starts
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import compile_and_run  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -91,13 +92,7 @@ def rejax_ppo_cartpole(seeds, total_steps, threshold):
     # more env steps than the training itself, so its time-to-threshold is not measured.
     train = jax.jit(jax.vmap(algo.train))
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    t0 = time.perf_counter()
-    compiled = train.lower(keys).compile()
-    compile_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _, evaluation = compiled(keys)
-    jax.block_until_ready(evaluation)
-    run_s = time.perf_counter() - t0
+    compile_s, run_s, (_, evaluation) = compile_and_run(train, keys)
     final = float(np.asarray(evaluation[1]).mean(axis=(0, 2))[-1])  # mean over seeds and eval episodes
     out = row("rejax 0.1.3", f"CartPole, {seeds} seed(s), 1 device", compile_s, run_s, seeds * total_steps, final=final)
     out["note"] = "run time includes one final 128-episode evaluation; final return is that evaluation's mean"

@@ -27,6 +27,7 @@ import argparse
 import time
 
 import jax
+from timing import compile_and_run
 
 
 def bench_rlx(steps: int, warmup: int, seed: int):
@@ -38,13 +39,7 @@ def bench_rlx(steps: int, warmup: int, seed: int):
     cfg = sac.SACConfig(total_steps=steps, learning_starts=warmup, batch_size=256, utd=1.0, hidden=(64, 64), critic_hidden=(64, 64))
     train = jax.jit(make_train(sac.make_agent(env, cfg), cfg))
     key = jax.random.key(seed)
-    t = time.perf_counter()
-    compiled = train.lower(key, cfg, params).compile()
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    _, metrics = compiled(key, cfg, params)
-    jax.block_until_ready(metrics)
-    run_s = time.perf_counter() - t
+    compile_s, run_s, (_, metrics) = compile_and_run(train, key, cfg, params)
     return compile_s, run_s, float(metrics["episode_return"][-1])
 
 
@@ -66,13 +61,7 @@ def bench_rejax(steps: int, warmup: int, seed: int):
     )  # fmt: skip
     train = jax.jit(algo.train)
     key = jax.random.PRNGKey(seed)
-    t = time.perf_counter()
-    compiled = train.lower(key).compile()
-    compile_s = time.perf_counter() - t
-    t = time.perf_counter()
-    _, evaluation = compiled(key)
-    jax.block_until_ready(evaluation)
-    run_s = time.perf_counter() - t
+    compile_s, run_s, (_, evaluation) = compile_and_run(train, key)
     return compile_s, run_s, float(evaluation[1].mean())
 
 
