@@ -30,6 +30,7 @@ expected return divided by the level's optimum, so the function is a `MetaTask.t
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -45,35 +46,50 @@ RULES = ("lpg", "a2c")
 LOG_N_SCALE = float(np.log(1000.0))  # TA-LPG reads log N / log 1000
 
 
-@config
-class LPGConfig:
-    """The inner loop: rollouts, the agent, its update rule and the meta-network's shape."""
+@dataclasses.dataclass(frozen=True)
+class RuleFields:
+    """The fields of the rule that trains an agent, shared by the grid-world agent
+    (`LPGConfig`) and the gym one (`lpg_gym.LPGGymConfig`): the meta-network's shape and
+    parameters for the lpg rule, A2C's coefficients for the a2c one."""
 
-    num_envs: int = static(8, "parallel episodes per agent", ge=1)
-    num_steps: int = static(20, "rollout length per update", ge=1)
-    hidden: tuple = static((), "agent MLP widths; () is linear (the tabular agent)", ge=1, items=int)
-    y_bins: int = static(8, "bins of the agent's categorical prediction y", ge=2)
+    y_bins: int = static(8, "bins of the agent's categorical prediction y (the meta-network's)", ge=2)
     meta_hidden: int = static(256, "GRU units of the meta-network", ge=1)
     phi_hidden: int = static(16, "units of φ, the embedding of y", ge=1)
     temporal: bool = static(False, "TA-LPG: the meta-network also sees n/N and log N / log 1000")
-    update_rule: str = static("lpg", "lpg (the learned rule) or a2c (GROOVE's antagonist)", choices=RULES)
-    max_lifetime: int = static(250, "longest lifetime allowed; longer levels fail loudly (NaN score)", ge=1)
-    lpg_params: Any = traced(None, "the meta-network (init_params); what ES optimises")
-    lifetime: int = traced(0, "updates per inner run; 0 = the level's own lifetime", ge=0)
+    update_rule: str = static("lpg", "lpg (the learned rule) or a2c (the hand-designed baseline, GROOVE's antagonist)",
+                              choices=RULES)
+    lpg_params: Any = traced(None, "the meta-network (init_params or a saved ES mean); what ES optimises")
     time_inputs: float = traced(1.0, "multiplies the TA inputs; 0 makes a TA-LPG network an LPG one in the same compiled program", ge=0)
-    lr_pi: float = traced(40.0, "SGD learning rate of the policy", gt=0)
-    lr_y: float = traced(4.0, "SGD learning rate of the y-prediction (or the A2C critic)", gt=0)
     kl_coef: float = traced(0.5, "weight of KL(y ‖ ŷ)", ge=0)
     gamma: float = traced(0.99, "A2C discount", ge=0, le=1)
     lam: float = traced(0.95, "A2C GAE λ", ge=0, le=1)
     ent_coef: float = traced(0.01, "A2C entropy bonus", ge=0)
 
-    def check(self) -> None:
-        name = type(self).__name__
+    def check_rule(self, sources: str = "lpg.init_params") -> None:
+        """Raise unless the lpg rule has a meta-network of the configured shape;
+        `sources` says where one comes from."""
         if self.update_rule == "lpg":
+            name = type(self).__name__
             if self.lpg_params is None:
-                raise ValueError(f"{name}.lpg_params is None: the lpg rule needs a meta-network, from lpg.init_params.")
+                raise ValueError(f"{name}.lpg_params is None: the lpg rule needs a meta-network, from {sources}.")
             check_params(self.lpg_params, self, f"{name}.lpg_params")
+
+
+@config
+class LPGConfig(RuleFields):
+    """The inner loop: rollouts, the agent, its update rule and the meta-network's shape."""
+
+    num_envs: int = static(8, "parallel episodes per agent", ge=1)
+    num_steps: int = static(20, "rollout length per update", ge=1)
+    hidden: tuple = static((), "agent MLP widths; () is linear (the tabular agent)", ge=1, items=int)
+    max_lifetime: int = static(250, "longest lifetime allowed; longer levels fail loudly (NaN score)", ge=1)
+    lifetime: int = traced(0, "updates per inner run; 0 = the level's own lifetime", ge=0)
+    lr_pi: float = traced(40.0, "SGD learning rate of the policy", gt=0)
+    lr_y: float = traced(4.0, "SGD learning rate of the y-prediction (or the A2C critic)", gt=0)
+
+    def check(self) -> None:
+        self.check_rule()
+        name = type(self).__name__
         if any(int(h) < 1 for h in self.hidden):
             raise ValueError(f"{name}.hidden = {self.hidden!r} is invalid: widths must be >= 1.")
         c = _concrete_int(self.lifetime)
@@ -115,7 +131,7 @@ def init_params(key: jax.Array | None = None, temporal: bool = False, hidden: in
     }  # fmt: skip
 
 
-def check_params(params: Any, cfg: LPGConfig, where: str) -> None:
+def check_params(params: Any, cfg: RuleFields, where: str) -> None:
     """Raise unless `params` has the meta-network's keys and shapes for `cfg`."""
     D, H, Y, F = input_size(cfg.temporal), cfg.meta_hidden, cfg.y_bins, cfg.phi_hidden
     want = {"phi_w1": (Y, F), "phi_b1": (F,), "phi_w2": (F, 1), "phi_b2": (1,), "gru_wi": (D, 3 * H),

@@ -43,7 +43,7 @@ ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
 
 
 @config
-class LPGGymConfig:
+class LPGGymConfig(lpg.RuleFields):
     """The meta-test agent: rollouts, network, optimiser, and the rule that trains it."""
 
     num_envs: int = static(16, "parallel environments", ge=1)
@@ -51,27 +51,12 @@ class LPGGymConfig:
     total_steps: int = static(100_000, "env steps in a full run", ge=1)
     hidden: tuple = static((64, 64), "torso MLP widths (meta.md: 64, 64 for classic control; 256, 256 for MinAtar)", ge=1)
     activation: str = static("relu", "torso activation", choices=tuple(ACTIVATIONS))
-    y_bins: int = static(8, "bins of the agent's categorical prediction y (the meta-network's)", ge=2)
-    meta_hidden: int = static(256, "GRU units of the meta-network", ge=1)
-    phi_hidden: int = static(16, "units of φ, the embedding of y", ge=1)
-    temporal: bool = static(False, "TA-LPG: the meta-network also sees n/N and log N / log 1000")
-    update_rule: str = static("lpg", "lpg (the learned rule) or a2c (the baseline)", choices=lpg.RULES)
-    lpg_params: Any = traced(None, "the meta-network (lpg.init_params or a saved ES mean)")
-    time_inputs: float = traced(1.0, "multiplies the TA inputs (0: a TA-LPG network acts as LPG)", ge=0)
     lr: float = traced(1e-3, "Adam learning rate", gt=0)
     max_grad_norm: float = traced(0.5, "global gradient-norm clip", gt=0)
-    kl_coef: float = traced(0.5, "weight of KL(y ‖ ŷ)", ge=0)
-    gamma: float = traced(0.99, "A2C discount", ge=0, le=1)
-    lam: float = traced(0.95, "A2C GAE λ", ge=0, le=1)
-    ent_coef: float = traced(0.01, "A2C entropy bonus", ge=0)
 
     def check(self) -> None:
+        self.check_rule("lpg.init_params or a saved file (lpg_gym.meta_fields gives the matching shape fields)")
         name = type(self).__name__
-        if self.update_rule == "lpg":
-            if self.lpg_params is None:
-                raise ValueError(f"{name}.lpg_params is None: the lpg rule needs a meta-network, from lpg.init_params "
-                                 "or a saved file (lpg_gym.meta_fields gives the matching shape fields).")  # fmt: skip
-            lpg.check_params(self.lpg_params, self, f"{name}.lpg_params")
         if not self.hidden or any(int(h) < 1 for h in self.hidden):
             raise ValueError(f"{name}.hidden = {self.hidden!r} is invalid: at least one width, each >= 1.")
         if self.total_steps < self.num_envs * self.num_steps:
