@@ -70,3 +70,12 @@ def use_compile_cache(path: str | None = None) -> str:
     # Only programs that took a while to compile: the many tiny eager ops are not worth a file each.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     return path
+
+
+def __getattr__(name: str):
+    # `rlx.load` imports jax and the agents only when first used, so `import rlx` stays cheap.
+    if name == "load":
+        from rlx.runs import load
+
+        return load
+    raise AttributeError(f"module 'rlx' has no attribute {name!r}")
