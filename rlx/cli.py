@@ -172,6 +172,17 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (default: results/<name>)")
     r.add_argument("--gallery", nargs="?", const="docs/gallery.md", metavar="PATH",
                    help="write the gallery section (figures, the paper's numbers, ours, gaps) from results/ to PATH")  # fmt: skip
+    e = sub.add_parser("eval", help="evaluate a run's members at its newest checkpoint (rlx.runs)")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (rlx train --out)")
+    e.add_argument("--episodes", type=_positive_int, default=16, help="deterministic episodes per member (default: %(default)s)")
+    e.add_argument("--member", type=_nonnegative_int, help="only this member (default: all)")
+    e.add_argument("--seed", type=_nonnegative_int, default=0, help="0: the episodes of the run's final evaluation")
+    v = sub.add_parser("record", help="record episodes of a run's member as a GIF or MP4 (rlx.runs)")
+    v.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (rlx train --out)")
+    v.add_argument("--out", required=True, metavar="PATH", help="the file to write: .gif, or .mp4 with ffmpeg")
+    v.add_argument("--member", type=_nonnegative_int, default=0, help="the member to record (default: %(default)s)")
+    v.add_argument("--episodes", type=_positive_int, default=1, help="episodes, one after another (default: %(default)s)")
+    v.add_argument("--seed", type=_nonnegative_int, default=0)
     return p
 
 
@@ -347,6 +358,10 @@ def _main(argv: list[str]) -> int:
         return _list()
     if args.command == "reproduce":
         return _reproduce(args)
+    if args.command in ("eval", "record"):
+        from rlx import runs
+
+        return runs.eval_command(args) if args.command == "eval" else runs.record_command(args)
     if resume_spec is not None:
         _check_resume_flags(argv, config_cls, resume_spec, args.resume)
         args.algo = resume_spec["algo"]
