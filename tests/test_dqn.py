@@ -12,10 +12,8 @@ import rlax
 from rlx import distributional as dist
 from rlx import envs
 from rlx.agents import dqn
-from rlx.evaluation import evaluate
-from rlx.population import make_population
-from rlx.train import Runner, make_train
-from rlx.testing import count_compiles
+from rlx.train import make_train
+from rlx.testing import raises_before_compile, train_and_evaluate
 
 B, A, M = 16, 3, 11
 
@@ -92,20 +90,16 @@ def test_epsilon_schedules():
     ],
 )
 def test_bad_config_raises_before_compile(cls, kwargs, match):
-    with count_compiles() as compiles:
-        with pytest.raises(ValueError, match=match):
-            cls(**kwargs)
-    assert compiles == []
+    with raises_before_compile(match=match):
+        cls(**kwargs)
 
 
 def test_dqn_on_continuous_env_raises_before_compile():
     env, _ = envs.make("gymnax/Pendulum-v1")
     env.observation_space(env.default_params), env.action_space(env.default_params)  # gymnax's own tiny jits
     for cls in (dqn.DQNConfig, dqn.C51Config, dqn.QRDQNConfig):
-        with count_compiles() as compiles:
-            with pytest.raises(ValueError, match="discrete actions"):
-                dqn.make_agent(env, cls())
-        assert compiles == []
+        with raises_before_compile(match="discrete actions"):
+            dqn.make_agent(env, cls())
 
 
 def test_config_presets():
@@ -150,12 +144,6 @@ def test_learns_cartpole_8_seeds(cls):
     """Greedy evaluation return >= 475 on >= 6 of 8 seeds after 5e5 env steps."""
     env, params = envs.make("gymnax/CartPole-v1")
     cfg = cls()
-    agent = dqn.make_agent(env, cfg)
-    pop = make_population(cfg, seeds=8)
-    result = Runner(agent, pop, params, progress=False).run()
-    ev = jax.jit(jax.vmap(lambda p, c, k: evaluate(agent, p, c, env, params, k, 16)["return"].mean()))(
-        agent.policy_params(result.state), pop.cfg, jax.random.split(jax.random.key(7), 8)
-    )
-    ev = np.asarray(ev)
+    result, ev = train_and_evaluate(dqn.make_agent(env, cfg), cfg, env, params, seeds=8, episodes=16, eval_seed=7)
     print(f"{cls.__name__}: final train returns {np.round(result.metrics['episode_return'][:, -1], 1)}, greedy eval {np.round(ev, 1)}")
     assert int(np.sum(ev >= 475)) >= 6

@@ -10,11 +10,10 @@ import pytest
 
 from rlx import envs, replay
 from rlx.agents import sac
-from rlx.evaluation import evaluate
 from rlx.population import make_population
 from rlx.logging import MetricsCSV, read_metrics
 from rlx.train import Runner, make_train
-from rlx.testing import count_compiles
+from rlx.testing import count_compiles, raises_before_compile, train_and_evaluate
 
 # Tiny: 64 warm-up steps, then 16 updates of 2 envs x 2 steps with 2 gradient steps each;
 # the buffer (96) is smaller than the run (128 transitions), so it wraps around.
@@ -161,19 +160,15 @@ def test_act_respects_the_action_box(setup, solo):
     ],
 )
 def test_bad_config_raises_before_compile(kwargs, match):
-    with count_compiles() as compiles:
-        with pytest.raises(ValueError, match=match):
-            sac.SACConfig(**kwargs)
-    assert compiles == []
+    with raises_before_compile(match=match):
+        sac.SACConfig(**kwargs)
 
 
 def test_sac_on_discrete_env_raises_before_compile():
     env, _ = envs.make("gymnax/CartPole-v1")
     env.observation_space(env.default_params), env.action_space(env.default_params)  # gymnax's own tiny jits
-    with count_compiles() as compiles:
-        with pytest.raises(ValueError, match="continuous"):
-            sac.make_agent(env, sac.SACConfig())
-    assert compiles == []
+    with raises_before_compile(match="continuous"):
+        sac.make_agent(env, sac.SACConfig())
 
 
 @pytest.mark.slow
@@ -193,14 +188,9 @@ def test_sac_learns_pendulum_8_seeds():
     """Mean over 8 seeds of the final episode return >= -250 within 2e4 env steps."""
     env, params = envs.make("gymnax/Pendulum-v1")
     cfg = sac.SACConfig(total_steps=20_000)
-    agent = sac.make_agent(env, cfg)
-    pop = make_population(cfg, seeds=8)
-    result = Runner(agent, pop, params, progress=False).run()
+    result, ev = train_and_evaluate(sac.make_agent(env, cfg), cfg, env, params, seeds=8, episodes=16, eval_seed=7)
     final = result.metrics["episode_return"][:, -1]
-    ev = jax.jit(jax.vmap(lambda p, c, k: evaluate(agent, p, c, env, params, k, 16)["return"].mean()))(
-        agent.policy_params(result.state), pop.cfg, jax.random.split(jax.random.key(7), 8)
-    )
-    print(f"SAC Pendulum final train returns {np.round(final, 1)}, greedy eval {np.round(np.asarray(ev), 1)}")
+    print(f"SAC Pendulum final train returns {np.round(final, 1)}, greedy eval {np.round(ev, 1)}")
     assert float(np.mean(final)) >= -250
 
 
@@ -220,12 +210,6 @@ def test_sac_learns_brax_inverted_pendulum():
     1000-step episode can end during training."""
     env, params = envs.make("brax/inverted_pendulum", backend="generalized")
     cfg = sac.brax_config(total_steps=100_096)
-    agent = sac.make_agent(env, cfg)
-    pop = make_population(cfg, seeds=2)
-    result = Runner(agent, pop, params, progress=False).run()
-    ev = jax.jit(jax.vmap(lambda p, c, k: evaluate(agent, p, c, env, params, k, 8)["return"].mean()))(
-        agent.policy_params(result.state), pop.cfg, jax.random.split(jax.random.key(0), 2)
-    )
-    ev = np.asarray(ev)
+    _, ev = train_and_evaluate(sac.make_agent(env, cfg), cfg, env, params, seeds=2, episodes=8)
     print(f"SAC brax inverted_pendulum: deterministic eval {np.round(ev, 1)}")
     assert np.all(ev >= 900)
