@@ -539,13 +539,13 @@ def make_agent(env: Any, cfg: DDPConfig, targets: Callable | None = None, loss: 
     loss(out [N, A, M], action [N], target, c) -> scalar: the regression onto the target
         (default by head: `dqn.categorical_loss`, `dqn.quantile_loss`).
     """
-    nets = make_networks(env, cfg)
     senv = EpisodeStats(stock_env(env, cfg))
-    if cfg.horizon:
+    if cfg.horizon:  # before the networks: building them runs jax (a compile on a first call)
         limit = getattr(env.default_params, "max_steps_in_episode", None)
         if limit is None or int(limit) != cfg.horizon:
             raise ValueError(f"{type(cfg).__name__}.horizon = {cfg.horizon} is invalid: it must equal the env's time "
                              f"limit max_steps_in_episode = {limit} (the time-to-go input counts down from it).")
+    nets = make_networks(env, cfg)
     targets = TARGETS[cfg.head] if targets is None else targets
     loss = LOSSES[cfg.head] if loss is None else loss
     return replay.agent_from_pieces(nets, senv, cfg, init_state, update, act, targets, loss)
