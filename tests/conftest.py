@@ -24,6 +24,11 @@ def cartpole():
 
 
 @pytest.fixture(scope="session")
+def deep_sea_treasure():
+    return envs.make("rlx/deep-sea-treasure")
+
+
+@pytest.fixture(scope="session")
 def tiny_ppo(cartpole):
     env, params = cartpole
     cfg = ppo.PPOConfig(**TINY_PPO)

@@ -18,17 +18,11 @@ from rlx.returns import gae
 from rlx.testing import count_compiles
 from rlx.train import Runner, make_train
 
-TINY = dict(num_envs=4, num_steps=16, total_steps=4 * 16 * 6, num_minibatches=2, update_epochs=2)
-
-
-@pytest.fixture(scope="module")
-def dst():
-    return envs.make("rlx/deep-sea-treasure")
-
+from conftest import TINY_PPO as TINY
 
 @pytest.fixture(scope="module")
-def tiny(dst):
-    env, params = dst
+def tiny(deep_sea_treasure):
+    env, params = deep_sea_treasure
     cfg = moppo.MOPPOConfig(weights=(0.5, 0.5), normalize_obs=True, **TINY)
     return moppo.make_agent(env, cfg), cfg, params
 
@@ -83,8 +77,8 @@ def test_barrier_weights_are_the_gradient_of_the_interior_point_objective():
 
 
 # -- bad input --------------------------------------------------------------------------
-def test_bad_preferences_and_shapes_raise_before_compiling(dst):
-    env, _ = dst
+def test_bad_preferences_and_shapes_raise_before_compiling(deep_sea_treasure):
+    env, _ = deep_sea_treasure
     with pytest.raises(ValueError, match="weights is required"):
         moppo.MOPPOConfig(**TINY)
     with pytest.raises(ValueError, match="sum to 1"):
@@ -146,8 +140,8 @@ def test_population_member_equals_solo_run_and_weights_never_recompile(tiny, tin
     assert not np.array_equal(result.metrics["loss"][0], result.metrics["loss"][3])
 
 
-def test_barrier_agent_runs_and_reports_its_weights(dst):
-    env, params = dst
+def test_barrier_agent_runs_and_reports_its_weights(deep_sea_treasure):
+    env, params = deep_sea_treasure
     cfg = moppo.MOPPOConfig(
         weights=(1.0, 0.0), barrier_threshold=(-np.inf, -3.0), normalize_obs=True, **TINY
     )
@@ -186,8 +180,8 @@ def _train_front(env, params, weights, updates, seed=0):
     return np.asarray(ev(agent.policy_params(result.state), pop.cfg, keys), np.float64)
 
 
-def test_small_population_finds_both_ends_of_the_convex_front(dst):
-    env, params = dst
+def test_small_population_finds_both_ends_of_the_convex_front(deep_sea_treasure):
+    env, params = deep_sea_treasure
     front = env.pareto_front(env.mo_spec.gamma)
     returns = _train_front(env, params, np.array([[0.0, 1.0], [0.5, 0.5]]), updates=40)
     hits = _front_hits(returns, front)
@@ -196,8 +190,8 @@ def test_small_population_finds_both_ends_of_the_convex_front(dst):
 
 
 @pytest.mark.slow
-def test_101_preferences_recover_at_least_9_of_10_convex_dst_points(dst):
-    env, params = dst
+def test_101_preferences_recover_at_least_9_of_10_convex_dst_points(deep_sea_treasure):
+    env, params = deep_sea_treasure
     front = env.pareto_front(env.mo_spec.gamma)
     returns = _train_front(env, params, simplex_lattice(2, divisions=100), updates=150)
     hits = _front_hits(returns, front)
