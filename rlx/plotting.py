@@ -72,8 +72,14 @@ def learning_curve(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str, dpi: float | None = None) -> None:
+    """Lay `fig` out tightly, write it to `path` all at once (a killed process leaves no
+    half-written image) and close it; `dpi` None keeps the figure's own."""
     from rlx.runfiles import atomic_save
 
-    atomic_save(path, fig.savefig)
-    plt.close(fig)
+    fig.tight_layout()
+    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=dpi))
+    _matplotlib().close(fig)

@@ -249,7 +249,7 @@ def plot(path: str, rows: list[dict], curves: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rlx.plotting import bootstrap_ci, forward_fill
+    from rlx.plotting import bootstrap_ci, forward_fill, save_figure
 
     table = summary(rows)
     env_ids = list(dict.fromkeys(r["env"] for r in rows))
@@ -280,9 +280,7 @@ def plot(path: str, rows: list[dict], curves: dict) -> None:
         ax.set_ylabel("episode return")
         ax.set_title(f"{env_id}, horizon x{mid:g}")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

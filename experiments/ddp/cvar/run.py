@@ -248,6 +248,8 @@ def _plot(table, maps, deep_maps, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rlx.plotting import save_figure
+
     fig = plt.figure(figsize=(16, 5.2))
     grid = fig.add_gridspec(2, 6)
     ax = fig.add_subplot(grid[:, :2])
@@ -281,9 +283,7 @@ def _plot(table, maps, deep_maps, path):
             a.set_xticks([])
             a.set_yticks([])
             a.set_title(f"{who}, first step, stock c = {c:g}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,8 @@ def plot(rows, path, gammas):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rlx.plotting import save_figure
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
     sub = [r for r in rows if r["part"] == "suboptimal"]
     labels = list(dict.fromkeys(r["family"] for r in sub))
@@ -152,9 +154,7 @@ def plot(rows, path, gammas):
     ax2.set_ylabel("objective gap J* - J(pi_n)")
     ax2.set_title(f"Discounted DVI, f=-|x|, gamma={gap[0]['gamma']}")
     ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def run(scale: str = "smoke", out_dir: str | None = None) -> dict:

@@ -209,6 +209,8 @@ def _plot(curves, methods, targets, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rlx.plotting import save_figure
+
     panels = list(PANELS)
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 5.5), sharey=True)
     for ax, panel in zip(axes, panels):
@@ -223,9 +225,7 @@ def _plot(curves, methods, targets, path):
         ax.set_xlabel("requested return (c_0 = -target)")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("achieved return (mean ± std)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

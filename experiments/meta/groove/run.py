@@ -131,6 +131,8 @@ def _plot(path, results, s) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rlx.plotting import save_figure
+
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     trained = [k for k, r in results.items() if r.history]
     for k in trained:
@@ -155,9 +157,7 @@ def _plot(path, results, s) -> None:
     axes[2].legend(fontsize=8)
     for ax in axes:
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,8 @@ def _plot(path, curves, table, rows, s) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rlx.plotting import save_figure
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     ax = axes[0]
     for name, c in curves.items():
@@ -178,9 +180,7 @@ def _plot(path, curves, table, rows, s) -> None:
     ax.set_ylabel(f"held-out return / optimum ({s['population']} x {s['levels']} levels, 95% CI)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -187,6 +187,8 @@ def _plot(fronts, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rlx.plotting import save_figure
+
     n = len(fronts)
     fig, axes = plt.subplots(1, n, figsize=(5.0 * n, 4.0), dpi=120, squeeze=False)
     for ax, (name, f) in zip(axes[0], fronts.items()):
@@ -209,9 +211,7 @@ def _plot(fronts, path):
         ax.set_title(f"{name} (seed 0)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

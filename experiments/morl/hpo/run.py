@@ -99,6 +99,8 @@ def _plot(curves, true_hv, s, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from rlx.plotting import save_figure
+
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=120)
     for method, cs in curves.items():
         c = np.asarray(cs)
@@ -112,9 +114,7 @@ def _plot(curves, true_hv, s, path):
     ax.set_title("MO-PPO on convex DST: HPO")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":
