@@ -71,7 +71,7 @@ class GridState:
 
 @config
 class GridDistribution:
-    """The level distribution. Defaults are meta.md's (Jackson et al. 2023, "all")."""
+    """The level distribution. Defaults are Jackson et al. 2023's (their "all" distribution)."""
 
     min_size: int = static(4, "smallest level side", ge=2)
     max_size: int = static(10, "largest level side; the board is max_size x max_size", ge=2)

@@ -1,4 +1,4 @@
-"""Stock augmentation for any env on rlx's interface (Pires et al. 2025, §3; ddp.md).
+"""Stock augmentation for any env on rlx's interface (Pires et al. 2025, §3).
 
 The wrapped env carries a stock c with `c_{t+1} = (c_t + r_{t+1}) / gamma`, so that
 `c_t + G_t = gamma^{-t} (c_0 + G_0)`: from any time the quantity still to be controlled

@@ -213,7 +213,7 @@ def cvar(atoms: Array, probs: Array, tau: Array) -> Array:
 
     atoms, probs: `[N]`; tau in (0, 1]. Sorting the atoms, atom i contributes the part
     of its mass that lies below level tau. `tau = 1` gives the mean. Equals the
-    Rockafellar–Uryasev form `max_c { -c + E[min(c + Z, 0)] / tau }` (ddp.md).
+    Rockafellar–Uryasev form `max_c { -c + E[min(c + Z, 0)] / tau }`.
     """
     x, p = _sorted(atoms, probs)
     cdf = jnp.cumsum(p)
@@ -255,7 +255,7 @@ def threshold_probability(atoms: Array, probs: Array, threshold: Array) -> Array
 def expected_utility(
     atoms: Array, probs: Array, utility: Callable[[Array], Array], stock: Array = 0.0
 ) -> Array:
-    """`E f(c + Z)`: the stock-augmented objective (ddp.md). `utility` maps arrays
+    """`E f(c + Z)`: the stock-augmented objective. `utility` maps arrays
     elementwise; `stock` is the scalar c. Note the shift by c before applying f."""
     return jnp.sum(probs * utility(stock + atoms))
 

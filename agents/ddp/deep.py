@@ -1,5 +1,5 @@
 """DηN: a DQN-style distributional agent that optimises a stock-augmented objective
-`E f(c_0 + G)` (Pires et al. 2025, §6; ddp.md, "Deep agent").
+`E f(c_0 + G)` (Pires et al. 2025, §6).
 
 The env is wrapped with a stock (`envs/stock.py`): `c_{t+1} = (c_t + r_{t+1}) / gamma`,
 with c_0 drawn per episode from `[c0_low, c0_high]` during training. The network is
@@ -94,7 +94,7 @@ HEADS = ("c51", "qr")
 
 @config
 class DDPConfig(dqn.DQNConfig):
-    """DηN settings. Defaults are for the 4x4 "generate a desired return" grid of ddp.md
+    """DηN settings. Defaults are for the 4x4 "generate a desired return" grid
     (`rlx/ddp-grid`: gamma = 1, H = 16, returns in [-16, 32], f = -|x|, c_0 = -target)."""
 
     head: str = static("c51", "return-distribution head: c51 (categorical) or qr (quantile)", choices=HEADS)
@@ -176,7 +176,7 @@ def config_for_mdp(mdp, horizon: int, objective: Objective | None = None, gamma:
     """A `DDPConfig` sized from a finite MDP (host-side): the support covers the bounds
     `[G_min, G_max]` on the return-to-go from every state (`return_to_go_bounds`; c51
     atoms `atom_spacing` apart), the stock input and relabelled stocks span the safe
-    range `[-G_max, -G_min]` (ddp.md, "Stock range"), c_0 is trained on `c0_range`
+    range `[-G_max, -G_min]` (for a hinge-type f, stocks outside it change nothing), c_0 is trained on `c0_range`
     (default: the safe range), f comes from `objective` (default: -|x|). `overrides`
     win over all of these; a support narrower than the returns-to-go clips the
     bootstrap targets (watch the `clipped` training metric). `lattice_features=True`

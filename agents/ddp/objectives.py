@@ -4,7 +4,7 @@ An `Objective` is data, not a closure: a family index, a parameter vector, the i
 stock c_0 and, for CVaR, the level tau. So a population of objectives is one
 `Objective` with a leading axis, and `jax.vmap` runs DVI over it.
 
-Families (f applied to `x = c + G`; ddp.md, "Which objectives DP can optimise"):
+Families (f applied to `x = c + G`; which of them DP can optimise is the last column):
 
 | family            | f(x)                                   | scale-consistent |
 |-------------------|----------------------------------------|------------------|

@@ -1,6 +1,6 @@
 """Stock-augmented distributional value and policy iteration on finite MDPs.
 
-Pires et al. (2025), §3-4 (ddp.md). The state is augmented with a stock c
+Pires et al. (2025), §3-4. The state is augmented with a stock c
 (`c_0` given, `c_{t+1} = (c_t + r) / gamma`) and the objective is `E f(c_0 + G)`.
 
 Representation: for every state s, grid stock `c_j` and first action a, a categorical
@@ -10,7 +10,7 @@ grid and split between its two neighbouring grid stocks with linear-interpolatio
 weights (the mixture of the two neighbours' distributions). This equals the true
 problem when no interpolation or clipping happens (the **exact mode**: gamma = 1,
 integer rewards, integer atoms and stocks), or when clipping happens only outside
-`[-G_max, -G_min]` for a hinge-type f (ddp.md, "Stock range"); otherwise it carries an
+`[-G_max, -G_min]` for a hinge-type f (such stocks change nothing); otherwise it carries an
 interpolation (and atom-projection) error.
 
 Greedy action (note the shift by c): `pi(s, c) = argmax_a E_{Z ~ eta(s,c,a)} f(c + Z)`.
@@ -282,7 +282,7 @@ def _initial_eta(mdp, grid: StockGrid) -> jax.Array:
 
 def dvi(mdp, objective: Objective, grid: StockGrid, gamma, horizon: int | None = None,
         num_iterations: int | None = None) -> DVIResult:
-    """Stock-augmented distributional value iteration (ddp.md, "Algorithms").
+    """Stock-augmented distributional value iteration (Pires et al. 2025, §4).
 
     Finite horizon (`horizon=H`): H backups from the point mass at 0 give the exact
     non-stationary optimum; `policy[t]` `[S, J]` acts at time t (H - t steps to go).
@@ -351,7 +351,7 @@ def objective_value(mdp, q: jax.Array, objective: Objective, grid: StockGrid):
 
     `V(c) = sum_s initial[s] max_a q[s, c, a]`. Given c_0: `V(c_0)` (interpolated).
     Optimised c_0 (CVaR): the Rockafellar–Uryasev outer max over the stock grid,
-    `max_j { -c_j + V(c_j) / tau }` (ddp.md), whose maximiser is `-VaR_tau`.
+    `max_j { -c_j + V(c_j) / tau }`, whose maximiser is `-VaR_tau`.
     """
     v = mdp.initial @ jnp.max(q, axis=-1)  # [J]
     lo, w = _stock_neighbours(grid.stocks, objective.c0)
@@ -426,7 +426,7 @@ def dvi_without_stock(mdp, risk, grid: StockGrid, gamma, horizon: int):
 
     `pi_t(s) = argmax_a risk(Z_t(s, a))` with `Z_t(s, a) = law(R + gamma Z_{t+1}(S',
     pi_{t+1}(S')))` — e.g. `risk = lambda z, p: cvar(z, p, tau)`: the naive, time-
-    inconsistent CVaR-greedy agent of ddp.md. `grid.stocks` is ignored. Returns `(policy [H, S], eta [S, A, M])`; with `risk = mean` it is
+    inconsistent CVaR-greedy agent without a stock. `grid.stocks` is ignored. Returns `(policy [H, S], eta [S, A, M])`; with `risk = mean` it is
     risk-neutral DP.
     """
     # Two grid stocks holding identical copies (the rule ignores the stock); two because

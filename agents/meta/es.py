@@ -48,7 +48,7 @@ NAN_POLICIES = ("worst", "raise")
 
 @config
 class ESConfig:
-    """OpenES settings. Defaults follow Goldie et al. 2025 (meta.md) except the sizes."""
+    """OpenES settings. Defaults follow Goldie et al. 2025 (lr and σ 0.03, each decayed by 0.99 a generation) except the sizes (theirs: population 64, 800 generations)."""
 
     population_size: int = static(16, "candidates per generation (even: OpenES samples ±z pairs)", ge=2)
     generations: int = static(10, "ES generations", ge=1)

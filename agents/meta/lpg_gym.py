@@ -49,7 +49,7 @@ class LPGGymConfig(lpg.RuleFields):
     num_envs: int = static(16, "parallel environments", ge=1)
     num_steps: int = static(20, "rollout length per update (the meta-network's sequence)", ge=1)
     total_steps: int = static(100_000, "env steps in a full run", ge=1)
-    hidden: tuple = static((64, 64), "torso MLP widths (meta.md: 64, 64 for classic control; 256, 256 for MinAtar)", ge=1)
+    hidden: tuple = static((64, 64), "torso MLP widths (LPG meta-tests use 64, 64 for classic control; 256, 256 for MinAtar)", ge=1)
     activation: str = static("relu", "torso activation", choices=tuple(ACTIVATIONS))
     lr: float = traced(1e-3, "Adam learning rate", gt=0)
     max_grad_norm: float = traced(0.5, "global gradient-norm clip", gt=0)

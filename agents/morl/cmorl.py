@@ -18,8 +18,8 @@ Stage 2 (Pareto extension) repeats for `rounds`:
 
 A preference w is then served by `assign(result, w)`: the archived policy maximising w·J.
 
-Departures from the official code, which follows neither the paper nor itself here
-(morl.md): the barrier runs over the objective axis (the official code slices the
+Departures from the official code, which follows neither the paper nor itself here:
+the barrier runs over the objective axis (the official code slices the
 batch axis); the step count includes every parallel env (the official code
 undercounts it by the number of envs), and evaluation steps are counted apart; the
 constrained objective is the paper's interior-point one (the official code's CPO

@@ -25,7 +25,7 @@ clipped ratio keeps the step local, where the linearisation holds.
 
 The learning itself is `rlx.agents.ppo`: this module only adds the preference.
 
-Departures from the C-MORL base learner (morl.md): the per-objective reward scale is a
+Departures from the C-MORL base learner (Liu et al., ICLR 2025): the per-objective reward scale is a
 fixed config vector rather than running return statistics (the PPO state stays as it
 is, and the scale only conditions the critic, since the preference is applied in env
 units and the scalar advantage is standardised); the actor has no LayerNorm.
@@ -114,7 +114,7 @@ class MOPPOConfig(ppo.PPOConfig):
 
 
 def cmorl_config(**overrides: Any) -> MOPPOConfig:
-    """The C-MORL paper's base learner (morl.md): 64-64 networks, lr 3e-4 decayed
+    """The C-MORL paper's base learner: 64-64 networks, lr 3e-4 decayed
     linearly, γ 0.995, λ 0.95, 512 steps x 8 envs, 10 epochs x 32 minibatches, clip
     0.2, no entropy bonus, value coefficient 0.5, gradient norm 0.5, observation
     normalisation. (The paper's actor also has LayerNorm; ours does not.)"""

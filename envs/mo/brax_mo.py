@@ -1,5 +1,5 @@
 """Multi-objective brax locomotion: MO-HalfCheetah, MO-Hopper (2 and 3 objectives) and
-MO-Ant (2 and 3 objectives), after MO-Gymnasium's v5 definitions (morl.md).
+MO-Ant (2 and 3 objectives), after MO-Gymnasium's v5 definitions.
 
 | name | objectives |
 |---|---|

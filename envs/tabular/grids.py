@@ -94,7 +94,7 @@ DDP_GRID = ("S..p", "....", "....", "n..T")
 
 
 def ddp_grid(bernoulli: bool = False) -> SparseMDP:
-    """The 4x4 "generate a desired return" grid of ddp.md: start (0, 0), 5 actions,
+    """The 4x4 "generate a desired return" grid (Pires et al. 2025, §7.1 style): start (0, 0), 5 actions,
     entering or staying in (3, 0) pays -1, in (0, 3) pays +2, (3, 3) is terminal;
     run it for 16 steps. `bernoulli=True` gives the stochastic-cell panel: (0, 3) pays
     +4 or 0 and (3, 0) pays -2 or 0, each with probability 1/2 (same means)."""
