@@ -41,7 +41,7 @@ import numpy as np
 from rlx.agents import ppo
 from rlx.agents.meta import drifts, lpg, lpg_gym
 
-# PPO settings per held-out env. MinAtar follows meta.md (Jackson et al. 2024's inner
+# PPO settings per held-out env. MinAtar follows Jackson et al. 2024 (their inner
 # loop: 64 envs x 128 steps, 4 epochs x 8 minibatches, relu MLP of width 64, 1e7 steps,
 # per-game annealed learning rates). CartPole and Acrobot use PureJaxRL's classic-control
 # settings (PPOConfig's defaults). brax envs use the brax.training-like preset.
@@ -55,14 +55,14 @@ PRESETS: dict[str, dict] = {
     "gymnax/Breakout-MinAtar": dict(_MINATAR, lr=1e-2),
     "gymnax/SpaceInvaders-MinAtar": dict(_MINATAR, lr=7e-3),
 }
-# PPO's final return at 1e7 steps with a dense MLP (meta.md), for normalised fitness.
+# PPO's final return at 1e7 steps with a dense MLP (brax/ant: at 3e7; CartPole: solved), for normalised fitness.
 REFERENCE_RETURNS = {
     "gymnax/Asterix-MinAtar": 15.04, "gymnax/Freeway-MinAtar": 61.84, "gymnax/Breakout-MinAtar": 50.08,
     "gymnax/SpaceInvaders-MinAtar": 167.09, "gymnax/CartPole-v1": 475.0, "brax/ant": 6517.0,
 }  # fmt: skip
 
 
-# The LPG agent per held-out env (meta.md's meta-test agents): MLP(64, 64) for classic
+# The LPG agent per held-out env (the LPG papers' meta-test agents): MLP(64, 64) for classic
 # control (LPGGymConfig's defaults); MLP(256, 256), Adam 5e-4, 64 workers x 20 steps for MinAtar.
 _LPG_MINATAR = dict(hidden=(256, 256), num_envs=64, num_steps=20, lr=5e-4)
 LPG_PRESETS: dict[str, dict] = {
