@@ -260,7 +260,7 @@ def _load(path):
 def test_deep_agent_hits_requested_returns_on_the_grid():
     """Categorical DηN, 1e5 env steps (about 2 min on 2 CPU cores): the greedy return at
     c_0 = -target is within 0.5 of the target for >= 90% of the attainable targets in
-    [-16, 40] on the deterministic 4x4 grid of ddp.md."""
+    [-16, 40] on the deterministic 4x4 grid (`ddp_grid`)."""
     mdp = ddp_grid(False)
     env, params = to_gymnax(mdp, max_steps=16)
     cfg = deep.config_for_mdp(mdp, 16, O.target(0.0), c0_range=(-40.0, 16.0), stock_spacing=1.0, total_steps=100_000)

@@ -1,4 +1,4 @@
-"""Stock-augmented DVI/DPI on finite MDPs against brute-force oracles (ddp.md)."""
+"""Stock-augmented DVI/DPI on finite MDPs against brute-force oracles."""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def test_batched_equals_looped(exact_random):
 
 def test_no_stock_cvar_greedy_is_worse_somewhere(exact_random):
     """Greedy CVaR without a stock is never better than stock DVI, and strictly worse on
-    some MDPs (ddp.md: only the mean and exponential utility work without a stock)."""
+    some MDPs (without a stock, only the mean and exponential utility can be optimised exactly)."""
     r = exact_random
     tau, k = 0.25, 1
     grid = r["grid"]
@@ -206,7 +206,7 @@ def test_no_stock_cvar_greedy_is_worse_somewhere(exact_random):
 
 
 def test_grid_generates_every_achievable_return():
-    """The 4x4 grid of ddp.md: exact DVI with f = -|x| and c_0 = -target returns exactly
+    """The 4x4 grid (`ddp_grid`): exact DVI with f = -|x| and c_0 = -target returns exactly
     the target whenever some action sequence can, and otherwise the closest achievable
     return, for every integer target in [-20, 30] (from one DVI over the stock grid)."""
     mdp = ddp_grid()

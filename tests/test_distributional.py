@@ -55,7 +55,7 @@ def test_quantile_project_is_quantile_function():
 
 
 def test_uniform_return_example():
-    """ddp.md: reward Bernoulli(1/2) in {0, 1}, gamma = 1/2 gives G ~ U[0, 2]. Categorical
+    """Reward Bernoulli(1/2) in {0, 1}, gamma = 1/2 gives G ~ U[0, 2]. Categorical
     DP keeps the mean at exactly 1; quantile DP puts quantile i within 1/m of 2 tau_i."""
     gamma = 0.5
     z = jnp.linspace(0.0, 2.0, 21)

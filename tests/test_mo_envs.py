@@ -23,7 +23,7 @@ from rlx.envs.mo.wrappers import (
     VectorEpisodeStatistics,
 )
 
-# The DST table of docs/papers (morl.md): steps to reach each treasure, and its value.
+# The DST table (convex: Yang et al. 2019; concave: Vamplew et al.): steps to reach each treasure, and its value.
 DST_STEPS = [1, 3, 5, 7, 8, 9, 13, 14, 17, 19]
 DST_TABLE = {
     "convex": [0.7, 8.2, 11.5, 14.0, 15.1, 16.1, 19.6, 20.3, 22.4, 23.7],

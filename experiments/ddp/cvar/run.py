@@ -1,5 +1,5 @@
-"""Experiment (b): CVaR_tau of the return against tau on a slippery grid (ddp.md,
-"Experiments to reproduce" 2), plus policy maps at a few stocks.
+"""Experiment (b): CVaR_tau of the return against tau on a slippery grid (Pires et al.
+2025, CVaR by an outer max over c_0), plus policy maps at a few stocks.
 
 Env: `risky_grid` (3x5; the direct route slips into lava w.p. slip/2 per step, the
 detour over the top row is safe but 2 steps longer), gamma = 1, H = 10, integer rewards,
@@ -44,7 +44,7 @@ from rlx.experiments import main
 META = dict(
     name="ddp-cvar",
     paper="Pires et al. 2025, Optimizing Return Distributions with Distributional Dynamic Programming",
-    figure="CVaR_tau against tau (ddp.md experiment 2), tabular part",
+    figure="CVaR_tau against tau, tabular part",
     claim="Stock-augmented DVI with the outer max over c_0 attains the optimal CVaR_tau for every tau; "
           "the risk-neutral optimum and naive CVaR-greedy without a stock do worse at small tau. The deep "
           "stock-aware agent gets close to the DVI optimum from samples.",

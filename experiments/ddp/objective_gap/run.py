@@ -1,5 +1,5 @@
-"""Experiment (c): which objectives stock-augmented DP can optimise (ddp.md §"Which
-objectives DP can optimise"; Pires et al. 2025, §4).
+"""Experiment (c): which objectives stock-augmented DP can optimise (Pires et
+al. 2025, §4).
 
 Panel 1: over random finite-horizon MDPs, the fraction where DVI's greedy policy is
 suboptimal, by objective family x gamma. DVI here runs with *exact* stocks (over the
@@ -27,7 +27,7 @@ from rlx.experiments import main
 META = dict(
     name="ddp-objective-gap",
     paper="Pires et al. 2025, Optimizing Return Distributions with Distributional Dynamic Programming",
-    figure="objective families x gamma (cf. §4 and ddp.md 'Which objectives DP can optimise')",
+    figure="objective families x gamma (cf. §4)",
     claim="Stock-augmented DVI is optimal for every expected utility when gamma = 1, and for gamma < 1 "
           "only for scale-consistent f (x, min(x,0), -|x|, -x^2, 1{x>=0}, kinks at 0); the n-step greedy "
           "policy is within 2 L gamma^n R_max / (1 - gamma) of optimal.",

@@ -1,4 +1,4 @@
-"""Experiment (a): "generate a desired return" on the 4x4 grid of ddp.md (Pires et al.
+"""Experiment (a): "generate a desired return" on a 4x4 grid world (Pires et al.
 2025, §7.1 style): achieved return against requested return (f = -|x|, c_0 = -target,
 gamma = 1, H = 16), with deterministic cells and with Bernoulli cells, for
 

@@ -44,7 +44,7 @@ SCALES = {
     "cpu": dict(max_size=6, max_objects=2, train_sizes=(3, 4), test_sizes=(5, 6), episode_length=(10, 40),
                 lifetime=(10, 40), envs=4, steps=10, meta_hidden=16, population=16, generations=100, levels=4,
                 test_levels=64, scores=("regret", "pvl", "maxmc", "uniform"), capacity=64),
-    # meta.md: buffer 4000, replay probability 0.5; GRU 256; sizes 4-10, lifetimes 10-250.
+    # The paper's setting (Jackson et al. 2023): buffer 4000, replay probability 0.5; GRU 256; sizes 4-10, lifetimes 10-250.
     "paper": dict(max_size=10, max_objects=5, train_sizes=(4, 8), test_sizes=(9, 10), episode_length=(20, 750),
                   lifetime=(10, 250), envs=64, steps=20, meta_hidden=256, population=64, generations=1000,
                   levels=8, test_levels=64, scores=("regret", "pvl", "maxmc", "uniform"), capacity=4000),

@@ -49,7 +49,7 @@ SCALES = {
     "cpu": dict(max_size=5, max_objects=2, sizes=(3, 5), episode_length=(10, 40), lifetime=(10, 60), envs=4, steps=10,
                 meta_hidden=16, population=16, generations=60, levels=4, test_lifetimes=(5, 15, 45, 135),
                 sigma=0.1, lr=0.01, eval_every=5, eval_seeds=8),
-    # meta.md: sizes 4-10, 1-5 objects, 15 walls, lifetimes 10-250, GRU 256, σ 0.1, lr 1e-2.
+    # The papers' setting (Jackson et al. 2023, 2024): sizes 4-10, 1-5 objects, 15 walls, lifetimes 10-250, GRU 256, σ 0.1, lr 1e-2.
     "paper": dict(max_size=10, max_objects=5, sizes=(4, 10), episode_length=(20, 750), lifetime=(10, 250), envs=64,
                   steps=20, meta_hidden=256, population=64, generations=1000, levels=8,
                   test_lifetimes=(10, 30, 100, 250, 750), sigma=0.1, lr=0.01, eval_every=10, eval_seeds=16),
