@@ -115,6 +115,8 @@ class QRDQNConfig(DQNConfig):
 
 @struct.dataclass
 class DQNParams:
+    """DQN's parameters: the online and target Q-networks and the observation statistics."""
+
     online: Any
     target: Any
     obs_stats: RunningStats
@@ -126,7 +128,8 @@ Transition = replay.Transition
 
 
 def epsilon(c: DQNConfig, env_steps: jax.Array, total_steps: int, schedule: str) -> jax.Array:
-    """ε after `env_steps` env steps: from eps_start to eps_end over eps_fraction·total_steps.
+    """ε (scalar) after `env_steps` (scalar) env steps: from eps_start to eps_end over
+    eps_fraction·total_steps.
 
     linear: straight line, then flat. exponential: eps_end + (eps_start - eps_end)·0.01^x,
     x = env_steps / (eps_fraction·total_steps), so 99% of the decay is done at x = 1.
@@ -194,7 +197,8 @@ def make_networks(env: Any, cfg: DQNConfig) -> DQNNetworks:
 
 
 def observe(nets: DQNNetworks, params: DQNParams, obs: jax.Array) -> jax.Array:
-    """What the network sees: `obs` normalised with the running statistics, if enabled."""
+    """What the network sees: `obs` `[..., *obs_shape]` normalised with the running
+    statistics, if enabled; the same shape."""
     return normalize(params.obs_stats, obs) if nets.normalize_obs else obs
 
 
@@ -403,7 +407,7 @@ def collect_and_learn(state: Any, collect: Callable, loss_for: Callable, eps: ja
     traj)` from `carry = (env_state, obs, key)`, the rollout stored and, with
     `normalize_obs`, taken into the running statistics (of `observed(traj.obs)`); then
     `learn_step` with `loss_for(params)` (params with the new statistics) and
-    `replay.finish_update`, ε among the metrics. Returns `(state, metrics)`."""
+    `replay.finish_update`, ε (scalar) among the metrics. Returns `(state, metrics)`."""
     params = state.params
     (env_state, last_obs, key), traj = collect((state.env_state, state.obs, state.key))
     buffer = replay.add_rollout(state.buffer, traj)

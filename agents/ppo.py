@@ -151,6 +151,8 @@ def brax_config(**overrides: Any) -> PPOConfig:
 
 @struct.dataclass
 class PPOParams:
+    """PPO's parameters: actor, critic and the observation statistics."""
+
     actor: Any
     critic: Any
     obs_stats: RunningStats
@@ -158,6 +160,8 @@ class PPOParams:
 
 @struct.dataclass
 class PPOState:
+    """PPO's train state for one member; the env batch is `[B]`."""
+
     params: PPOParams
     opt_state: Any
     env_state: Any  # [B] batched env states (with episode statistics)
@@ -168,6 +172,8 @@ class PPOState:
 
 
 class Transition(NamedTuple):
+    """One rollout, time-major: every field is `[T, B, ...]`."""
+
     obs: jax.Array  # [T, B, *obs_shape]
     action: jax.Array  # [T, B] or [T, B, D] (pre-squash sample for tanh_gaussian)
     logp: jax.Array  # [T, B]
@@ -178,7 +184,8 @@ class Transition(NamedTuple):
 
 
 def ppo_drift(ratio: jax.Array, adv: jax.Array, clip_eps: jax.Array) -> jax.Array:
-    """PPO's drift: ReLU((r - clip(r, 1-ε, 1+ε))·A). Zero with zero gradient at r = 1."""
+    """PPO's drift: ReLU((r - clip(r, 1-ε, 1+ε))·A). Zero with zero gradient at r = 1.
+    Elementwise: `ratio`, `adv` any shape (`[B]` for a minibatch), `clip_eps` a scalar."""
     return jax.nn.relu((ratio - jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)) * adv)
 
 
@@ -226,7 +233,8 @@ def make_networks(env: Any, cfg: PPOConfig) -> PPONetworks:
 
 
 def observe(nets: PPONetworks, params: PPOParams, obs: jax.Array) -> jax.Array:
-    """What the networks see: `obs` normalised with the running statistics, if enabled."""
+    """What the networks see: `obs` `[..., *obs_shape]` normalised with the running
+    statistics, if enabled; the same shape."""
     return normalize(params.obs_stats, obs, nets.obs_clip) if nets.normalize_obs else obs
 
 
@@ -264,7 +272,8 @@ def log_prob_and_entropy(nets: PPONetworks, actor_params: Any, obs, raw_action, 
 
 
 def act(nets: PPONetworks, params: PPOParams, obs: jax.Array, key: jax.Array, deterministic: bool = True):
-    """One unbatched observation -> one env action (the mode when `deterministic`)."""
+    """One unbatched observation `[*obs_shape]` -> one env action (an integer scalar, or
+    `[D]`); the mode when `deterministic`."""
     out = nets.actor.apply(params.actor, observe(nets, params, obs[None]), 1)
     if nets.dist == "categorical":
         return jnp.argmax(out[0]) if deterministic else D.categorical_sample(key, out[0])

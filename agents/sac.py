@@ -98,6 +98,9 @@ def brax_config(**overrides: Any) -> SACConfig:
 
 @struct.dataclass
 class SACParams:
+    """SAC's parameters: actor, the stacked critics and their targets, the log temperature
+    (scalar) and the observation statistics."""
+
     actor: Any
     critic: Any  # params of `num_critics` critics stacked on axis 0
     target_critic: Any
@@ -111,7 +114,7 @@ Transition = replay.Transition
 
 
 def polyak(online: Any, target: Any, tau: jax.Array) -> Any:
-    """`τ·online + (1-τ)·target`, leaf by leaf."""
+    """`τ·online + (1-τ)·target`, leaf by leaf; τ a scalar."""
     return jax.tree.map(lambda o, t: tau * o + (1.0 - tau) * t, online, target)
 
 
@@ -170,7 +173,8 @@ def make_networks(env: Any, cfg: SACConfig) -> SACNetworks:
 
 
 def observe(nets: SACNetworks, params: SACParams, obs: jax.Array) -> jax.Array:
-    """What the networks see: `obs` normalised with the running statistics, if enabled."""
+    """What the networks see: `obs` `[..., *obs_shape]` normalised with the running
+    statistics, if enabled; the same shape."""
     return normalize(params.obs_stats, obs) if nets.normalize_obs else obs
 
 
@@ -274,7 +278,7 @@ def alpha_loss(log_alpha: jax.Array, logp: jax.Array, target_entropy: jax.Array)
 
 
 def target_entropy(c: SACConfig, act_dim: int) -> jax.Array:
-    """`H̄ = -target_entropy_scale·D`."""
+    """`H̄ = -target_entropy_scale·D` (scalar), D = `act_dim`."""
     return -c.target_entropy_scale * act_dim
 
 

@@ -26,12 +26,17 @@ RESET_MODES = ("fresh", "cached")
 
 @struct.dataclass
 class BraxEnvState:
+    """A brax state, the step count in the episode (scalar) and the cached first state."""
+
     inner: Any  # brax.envs.base.State
     time: jax.Array
     first: Any  # the cached initial brax State (unused with reset_mode="fresh")
 
 
 class BraxEnv:
+    """A brax env on rlx's interface: auto-reset inside `step`, truncation at
+    `episode_length`, the last observation in `info["final_obs"]`; no env params."""
+
     reward_dim = None
 
     def __init__(self, env: Any, env_id: str, backend: str, episode_length: int, reset_mode: str):
@@ -93,6 +98,8 @@ class BraxEnv:
 def make_brax(
     env_id: str, backend: str = "generalized", episode_length: int = 1000, reset_mode: str = "fresh", **kwargs
 ) -> tuple[BraxEnv, None]:
+    """`brax/ENV_ID`: a brax env on one of `BACKENDS`; `reset_mode` "fresh" resets from a new
+    key, "cached" from the first state. Other keyword arguments go to brax."""
     if backend not in BACKENDS:
         raise ValueError(f"brax backend {backend!r} is invalid: accepted values are {', '.join(BACKENDS)}.")
     if reset_mode not in RESET_MODES:

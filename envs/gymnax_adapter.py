@@ -17,6 +17,7 @@ from rlx.envs.core import Box, Discrete, as_tuple
 
 
 def convert_space(space: Any) -> Discrete | Box:
+    """A gymnax Discrete or Box space as rlx's."""
     kind = type(space).__name__
     if kind == "Discrete":
         return Discrete(int(space.n))
@@ -66,6 +67,8 @@ class GymnaxEnv:
 
 
 def make_gymnax(env_id: str, **kwargs) -> tuple[GymnaxEnv, Any]:
+    """`gymnax/ENV_ID`: the gymnax env and its default params; keyword arguments go to
+    `gymnax.make`."""
     import gymnax
 
     env, params = gymnax.make(env_id, **kwargs)

@@ -63,6 +63,9 @@ class Level:
 
 @flax.struct.dataclass
 class GridState:
+    """A grid episode: the agent's cell and the step count (scalars), which of the K objects
+    are present and where (`[K]` each)."""
+
     pos: jax.Array  # int32 [], agent cell
     present: jax.Array  # bool [K]
     obj_pos: jax.Array  # int32 [K] (moves only with random_respawn)
@@ -316,8 +319,8 @@ def _backward(env: MetaGrid, level: Level, probs: jax.Array | None) -> jax.Array
 
 
 def optimal_return(env: MetaGrid, level: Level) -> jax.Array:
-    """Exact optimal expected (undiscounted) episode return of a tabular level. Finite for
-    every level: an unreachable or missing positive object gives 0 (stay away from the rest)."""
+    """Exact optimal expected (undiscounted) episode return of a tabular level (scalar). Finite
+    for every level: an unreachable or missing positive object gives 0 (stay away from the rest)."""
     return _backward(env, level, None)
 
 

@@ -79,12 +79,16 @@ def kind_index(kind: str | int) -> int:
 
 @struct.dataclass
 class ProbeState:
+    """The observation `[1]` and the step count (scalar)."""
+
     obs: jax.Array  # [1] float32, the current observation
     time: jax.Array  # int32 [], steps taken in this episode
 
 
 @struct.dataclass
 class ProbeParams:
+    """Which probe (scalar index into `KINDS`) and the episode cap."""
+
     kind: jax.Array  # int32 [], index into KINDS
     max_steps_in_episode: int = struct.field(pytree_node=False, default=8)
 
@@ -273,6 +277,7 @@ class MOProbe(Environment):
 
 
 def make_probe(kind: str | int, max_steps: int = 8) -> tuple[Probe, ProbeParams]:
+    """A probe env of `kind` (a name in `KINDS` or its index) and its params."""
     env = Probe(kind, max_steps)
     return env, env.default_params
 

@@ -28,6 +28,8 @@ from rlx.envs.core import Box, Environment
 
 @flax.struct.dataclass
 class StockState:
+    """The inner env's state, the stock c_t and this episode's c_0 (scalars)."""
+
     env_state: object
     stock: jax.Array  # float32 [], c_t
     c0: jax.Array  # float32 [], this episode's c_0
@@ -35,6 +37,8 @@ class StockState:
 
 @flax.struct.dataclass
 class StockParams:
+    """The inner env's params, the discount of the stock update and the c_0 range (scalars)."""
+
     env_params: object
     gamma: jax.Array  # float32 [], the discount in the stock update
     c0_low: jax.Array  # float32 [], c_0 ~ U[c0_low, c0_high] at every reset
@@ -101,7 +105,7 @@ class StockWrapper(Environment):
 
 
 def next_stock(stock: jax.Array, reward: jax.Array, gamma) -> jax.Array:
-    """`c' = (c + r) / gamma`, any (broadcastable) shapes."""
+    """`c' = (c + r) / gamma`, elementwise: any shapes that broadcast."""
     return (stock + reward) / gamma
 
 

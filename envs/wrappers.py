@@ -41,6 +41,9 @@ class Wrapper:
 
 @struct.dataclass
 class EpisodeStatsState:
+    """The inner state and episode statistics: running and last return (scalars, or `[d]` for
+    vector rewards), lengths, and the number of finished episodes."""
+
     inner: Any
     running_return: jax.Array  # [] or [d]
     running_length: jax.Array  # []
@@ -120,6 +123,8 @@ class RescaleAction(Wrapper):
 
 @struct.dataclass
 class TimeLimitState:
+    """The inner state and the step count in the episode (scalar)."""
+
     inner: Any
     time: jax.Array
 
@@ -153,8 +158,10 @@ class TimeLimit(Wrapper):
 
 
 def is_discrete(space: Any) -> bool:
+    """Whether `space` is a `Discrete` space."""
     return type(space).__name__ == "Discrete"
 
 
 def flat_dim(space: Any) -> int:
+    """The number of scalars in one element of `space` (1 for a scalar space)."""
     return int(np.prod(space.shape)) if space.shape else 1

@@ -215,7 +215,7 @@ def update_count_check(state: Any, meta: dict, step: int) -> str | None:
 def read_state_arrays(step_dir: str) -> dict[str, np.ndarray]:
     """A checkpoint's state as host arrays `{leaf path: array}`, with no template, from
     any device topology: for inspecting and comparing checkpoints (typed keys come back
-    as their key data)."""
+    as their key data). Each array has its leaf's shape, `[P, ...]` for a population."""
     path = os.path.join(step_dir, "state")
     reader = ocp.PyTreeCheckpointer()
     meta = reader.metadata(path)

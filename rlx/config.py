@@ -65,6 +65,7 @@ def config(cls: type[C]) -> type[C]:
 
 
 def is_static(f: dataclasses.Field) -> bool:
+    """Whether a config field is static (part of the jit cache key) rather than traced."""
     return not f.metadata.get("pytree_node", True)
 
 
@@ -224,6 +225,7 @@ def static_part(cfg: Any) -> tuple:
 
 
 def field_names(cfg_or_cls: Any) -> list[str]:
+    """The field names of a config (instance or class), in order."""
     return [f.name for f in dataclasses.fields(cfg_or_cls)]
 
 
@@ -314,6 +316,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """The config of class `cls` from `to_dict`'s output; missing fields take their defaults."""
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
@@ -323,6 +326,7 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
 
 
 def dumps(cfg: Any) -> str:
+    """The config as indented JSON, with its class name under "class"."""
     return json.dumps({"class": type(cfg).__name__, **to_dict(cfg)}, indent=2)
 
 

@@ -256,6 +256,7 @@ def _watchdog(done: threading.Event, timeout: float, where: str, kwargs: dict) -
 
 
 def process_index() -> int:
+    """This process's index among the jax processes (0 on one host)."""
     import jax
 
     return jax.process_index()

@@ -266,7 +266,8 @@ def expected_utility(
 
 
 def huber(x: Array, delta: float = 1.0) -> Array:
-    """Huber function: `x^2/2` for `|x| <= delta`, `delta(|x| - delta/2)` beyond."""
+    """Huber function: `x^2/2` for `|x| <= delta`, `delta(|x| - delta/2)` beyond; elementwise,
+    any shape."""
     a = jnp.abs(x)
     quad = jnp.minimum(a, delta)
     return 0.5 * quad**2 + delta * (a - quad)

@@ -53,6 +53,7 @@ RESUME_FREE = ("devices",)
 
 
 def loss_names(metrics: dict[str, Any]) -> list[str]:
+    """The metric names that are losses (those containing "loss"), in order."""
     return [k for k in metrics if "loss" in k]
 
 

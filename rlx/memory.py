@@ -16,6 +16,7 @@ from rlx.errors import MemoryEstimateError
 
 
 def fmt_bytes(n: float) -> str:
+    """`n` bytes in decimal units: "512 B", "27.2 MB"."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
@@ -73,6 +74,7 @@ def leaf_bytes(x: Any) -> int:
 
 
 def tree_bytes(tree: Any) -> int:
+    """Bytes of every array (or ShapeDtypeStruct) leaf of `tree`."""
     return sum(leaf_bytes(x) for x in jax.tree.leaves(tree))
 
 

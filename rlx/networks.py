@@ -144,7 +144,8 @@ class DiscreteQNetwork(nn.Module):
 
 
 def ensemble_init(module: nn.Module, key: jax.Array, size: int, *args) -> dict:
-    """Params of `size` independently initialised copies of `module`, stacked on axis 0."""
+    """Params of `size` independently initialised copies of `module`, stacked on axis 0
+    (every leaf `[size, ...]`)."""
     return jax.vmap(lambda k: module.init(k, *args))(jax.random.split(key, size))
 
 

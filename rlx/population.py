@@ -22,6 +22,9 @@ from rlx.config import ConfigError, _no_field, apply_overrides, is_static, stack
 
 
 class Population(NamedTuple):
+    """A population of P members: keys `[P]`, the config with traced leaves `[P]`, and one
+    dict per member (its index, seed and swept values)."""
+
     keys: jax.Array  # [P] typed keys
     cfg: Any  # config with traced leaves [P]
     members: list[dict]  # per member: {"member", "seed", **swept hyperparameters}
@@ -115,6 +118,7 @@ def default_devices(population_size: int) -> int:
 
 
 def make_mesh(num_devices: int) -> Mesh:
+    """A 1-D mesh over the first `num_devices` devices, its axis named "pop"."""
     return Mesh(np.asarray(jax.devices()[:num_devices]), ("pop",))
 
 

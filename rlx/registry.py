@@ -80,6 +80,7 @@ def entries() -> dict[str, Algorithm]:
 
 
 def names(kind: str | None = None) -> list[str]:
+    """The registered algorithm names, of one `kind` or all."""
     return [n for n, a in entries().items() if kind is None or a.kind == kind]
 
 

@@ -97,7 +97,7 @@ def sample(state: ReplayState, key: jax.Array, batch_size: int) -> Any:
 
 
 def can_sample(state: ReplayState, batch_size: int) -> jax.Array:
-    """Whether at least `batch_size` items have been written."""
+    """Whether at least `batch_size` items have been written (a bool scalar)."""
     return state.size >= batch_size
 
 
@@ -112,6 +112,7 @@ def nbytes(example: Any, capacity: int) -> int:
 
 
 def format_bytes(n: int) -> str:
+    """`n` bytes in binary units: "512 B", "26.0 MiB"."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -26,8 +26,14 @@ def gae(
     recursion is cut at every episode end (`done = terminated | truncated`).
 
     Args:
-      rewards, values, next_values, terminated, done: `[T, ...]`, time-major.
-      gamma, lam: scalars (may be traced).
+      rewards: `[T, ...]`, time-major, as are the next four.
+      values: `[T, ...]`, V(s_t).
+      next_values: `[T, ...]`, V(s'_t).
+      terminated: `[T, ...]`.
+      done: `[T, ...]`, terminated or truncated.
+      gamma: scalar (may be traced).
+      lam: scalar (may be traced).
+
     Returns:
       `(advantages, returns)`, both `[T, ...]`; `returns = advantages + values`.
     """

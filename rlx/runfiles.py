@@ -66,6 +66,7 @@ def atomic_open(path: str, mode: str = "w", **kwargs: Any) -> Iterator[Any]:
 
 
 def atomic_write(path: str, data: str | bytes) -> None:
+    """Write `data` to `path` atomically (temp file, fsync, rename; see `atomic_open`)."""
     with atomic_open(path, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
 

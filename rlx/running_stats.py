@@ -22,6 +22,7 @@ class RunningStats:
 
 
 def init_stats(shape: tuple[int, ...]) -> RunningStats:
+    """Statistics of shape `shape`: mean 0, variance 1, a tiny count."""
     return RunningStats(jnp.zeros(shape), jnp.ones(shape), jnp.asarray(1e-4))
 
 
@@ -39,4 +40,5 @@ def update_stats(stats: RunningStats, batch: jax.Array) -> RunningStats:
 
 
 def normalize(stats: RunningStats, obs: jax.Array, clip: float = 10.0) -> jax.Array:
+    """`(obs - mean) / std`, clipped to `[-clip, clip]`; `obs` `[..., *shape]`."""
     return jnp.clip((obs - stats.mean) / jnp.sqrt(stats.var + 1e-8), -clip, clip)

@@ -322,7 +322,7 @@ def _act_fn(agent: Any):
 
 def read_metrics_so_far(path: str) -> dict[str, np.ndarray]:
     """`rlx.logging.read_metrics` of a file a live run may be appending to: a torn last
-    row (no newline yet) is left out. `{}` before the first row."""
+    row (no newline yet) is left out. `{}` before the first row. Each column is `[rows]`."""
     from rlx.logging import read_metrics
 
     if not os.path.exists(path):

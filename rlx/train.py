@@ -98,6 +98,9 @@ def over_population(fn: Callable, mesh: Any, mode: str = "vmap", batch_size: int
 
 @dataclass
 class RunResult:
+    """What `Runner.run` returns: the population state (leaves `[P, ...]`), this call's metrics
+    `{name: [P, U]}` from update `first_update` on, and timings."""
+
     state: Any  # population state, leaves [P, ...]
     metrics: dict[str, np.ndarray]  # {name: [P, U']} for the updates run by this call
     first_update: int  # update index of metrics[:, 0]

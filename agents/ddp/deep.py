@@ -260,6 +260,8 @@ class StockDistributionalNetwork(nn.Module):
 
 @struct.dataclass
 class DDPParams:
+    """DηN's parameters: the online and target networks and the inner observation's statistics."""
+
     online: Any
     target: Any
     obs_stats: RunningStats  # of the inner observation obs["obs"]
@@ -408,7 +410,7 @@ def epsilon_greedy(nets: DDPNetworks, params: DDPParams, obs: dict, key: jax.Arr
 def act(nets: DDPNetworks, params: DDPParams, obs: dict, key: jax.Array, c: DDPConfig,
         deterministic: bool = True) -> jax.Array:  # fmt: skip
     """One unbatched stock-augmented observation (dict) -> `argmax_a E f(c + Z)`, or
-    ε-greedy with ε = eps_end."""
+    ε-greedy with ε = eps_end: one action, an integer scalar."""
     batched = jax.tree.map(lambda x: x[None], obs)
     scores = values(nets, params.online, params.obs_stats, batched, c)[1][0]
     return dqn.epsilon_greedy_action(scores, key, c.eps_end, deterministic)

@@ -156,7 +156,8 @@ def lipschitz(obj: Objective) -> float:
 
 
 def needs_gamma_one(obj: Objective) -> np.ndarray:
-    """Host-side: True where f is not scale-consistent, so only gamma = 1 is exact."""
+    """Host-side: True where f is not scale-consistent, so only gamma = 1 is exact; the
+    objective's batch shape (a scalar for one objective)."""
     fam = np.asarray(obj.family)
     kink = np.asarray(obj.params)[..., 0]
     consistent = _SCALE_CONSISTENT[fam] & ~((fam == PIECEWISE_LINEAR) & (kink != 0))
@@ -164,7 +165,8 @@ def needs_gamma_one(obj: Objective) -> np.ndarray:
 
 
 def is_hinge(obj: Objective) -> np.ndarray:
-    """Host-side: True where clipping the stock to the safe range is lossless."""
+    """Host-side: True where clipping the stock to the safe range is lossless; the
+    objective's batch shape (a scalar for one objective)."""
     fam = np.asarray(obj.family)
     kink = np.asarray(obj.params)[..., 0]
     return _HINGE[fam] & ~((fam == PIECEWISE_LINEAR) & (kink != 0))

@@ -138,7 +138,8 @@ def best_by_enumeration(mdp, functional, gamma: float, horizon: int, start: int 
 
 
 def cvar_numpy(returns: np.ndarray, probs: np.ndarray, tau: float) -> float:
-    """Exact lower-tail CVaR of a discrete law (sorted-atom formula), float64."""
+    """Exact lower-tail CVaR of a discrete law (sorted-atom formula), float64; `returns`,
+    `probs`: `[N]`."""
     order = np.argsort(returns, kind="stable")
     x, p = returns[order], probs[order]
     cdf = np.cumsum(p)

@@ -133,6 +133,7 @@ def init_params(
 
 
 def num_params(params: Any) -> int:
+    """The number of scalars in a parameter pytree."""
     return sum(int(x.size) for x in jax.tree.leaves(params))
 
 

@@ -94,8 +94,8 @@ class MetaTask(NamedTuple):
 
 
 def final_return(state: Any, metrics: dict) -> jax.Array:
-    """The last update's `episode_return`, or NaN if any loss of the run was not finite
-    (a diverged inner run is a failed candidate, not a lucky one)."""
+    """The last update's `episode_return` (scalar), or NaN if any loss of the run was not
+    finite (a diverged inner run is a failed candidate, not a lucky one)."""
     ok = jnp.array(True)
     for name, value in metrics.items():
         if "loss" in name:
@@ -176,6 +176,9 @@ def population_fitness(fit: Callable, mesh: Any, chunk: int) -> Callable:
 
 
 class ESResult(NamedTuple):
+    """What `MetaTrainer.run` returns: the final ES mean, the best candidate, the per-generation
+    history, the evosax state, timings and the final mean's fitness per evaluation seed `[E]`."""
+
     mean: Any  # the final ES mean, a pytree like `init`
     best: Any  # the best candidate seen (by its own generation's fitness)
     history: dict[str, np.ndarray]  # metrics.csv as columns, one row per generation

@@ -41,6 +41,8 @@ SCORES = ("regret", "pvl", "maxmc", "uniform")
 
 @flax.struct.dataclass
 class LevelBuffer:
+    """The curriculum's level buffer of capacity C: levels and their scores, each `[C]`."""
+
     levels: mg.Level  # [C]
     score: jax.Array  # float32 [C], the priority score (higher = replayed more)
     antagonist: jax.Array  # float32 [C], A2C's exact return (once per level)
@@ -84,7 +86,8 @@ def sample(key, buf: LevelBuffer, dist: mg.GridDistribution, n: int, replay_prob
 def update(buf: LevelBuffer, idx: jax.Array, levels: mg.Level, score: jax.Array, antagonist: jax.Array,
            pvl: jax.Array, maxmc: jax.Array) -> LevelBuffer:  # fmt: skip
     """Replayed levels (idx >= 0) get their new score; fresh levels take the slot of the
-    lowest-scoring entry (empty slots first) when they score higher than it."""
+    lowest-scoring entry (empty slots first) when they score higher than it. `idx`,
+    `levels` and the scores are `[N]`, one per drawn level."""
     buf = buf.replace(score=buf.score.at[jnp.where(idx >= 0, idx, buf.score.size)].set(score, mode="drop"),
                       replays=buf.replays.at[jnp.where(idx >= 0, idx, buf.score.size)].add(1, mode="drop"))  # fmt: skip
 
@@ -104,6 +107,8 @@ def update(buf: LevelBuffer, idx: jax.Array, levels: mg.Level, score: jax.Array,
 
 
 class Antagonist(NamedTuple):
+    """A2C's results on one level: its exact expected return, PVL and MaxMC scores (scalars)."""
+
     ret: jax.Array  # exact expected return of the trained A2C agent
     pvl: jax.Array
     maxmc: jax.Array
@@ -130,11 +135,15 @@ def make_antagonist(env: mg.MetaGrid, a2c_cfg: lpg.LPGConfig) -> Callable:
 
 
 def regret(antagonist_return: jax.Array, agent_return: jax.Array) -> jax.Array:
-    """Algorithmic regret: A2C's return minus the LPG agent's, both exact."""
+    """Algorithmic regret: A2C's return minus the LPG agent's, both exact; any shape
+    (elementwise)."""
     return antagonist_return - agent_return
 
 
 class GrooveResult(NamedTuple):
+    """What a GROOVE run returns: the final ES mean, history, drawn levels, the final buffer
+    and the held-out score `[H]` (return over optimum per held-out level)."""
+
     mean: Any  # final ES mean (meta-network parameters)
     history: dict  # per generation: fitness, regret and level statistics
     drawn: dict  # every drawn level's statistics, concatenated over generations
@@ -236,6 +245,8 @@ class _Parts:
 
 
 class CurriculumState(NamedTuple):
+    """The curriculum's state between generations: ES state, level buffer, A2C runs (scalar)."""
+
     es: Any  # the evosax state
     buffer: LevelBuffer
     antagonist_runs: jax.Array  # int32 []: A2C runs so far (one per new level)

@@ -108,6 +108,8 @@ def _concrete_int(x):
 
 # -- the meta-network --------------------------------------------------------------------------
 def input_size(temporal: bool) -> int:
+    """Per-step inputs of the meta-network: 5 (r, done, π(a|s), φ(y_t), φ(y_{t+1})), 7 with
+    TA-LPG's n/N and log N."""
     return 7 if temporal else 5
 
 
@@ -187,6 +189,8 @@ def meta_outputs(params: dict, inputs: jax.Array, done: jax.Array) -> tuple[jax.
 
 # -- the agent --------------------------------------------------------------------------------
 class AgentState(NamedTuple):
+    """A tabular agent in training: params, `[B]` env states and observations `[B, obs_dim]`."""
+
     params: dict  # {"pi": [(w, b)...], "y": [(w, b)...]} (A2C: "y" is the critic, 1 output)
     env_state: Any  # [B]
     obs: jax.Array  # [B, obs_dim]
@@ -219,6 +223,8 @@ def init_agent(key: jax.Array, env: mg.MetaGrid, cfg: LPGConfig, level: mg.Level
 
 
 class Rollout(NamedTuple):
+    """One rollout, time-major: every field is `[T, B]` or `[T, B, obs_dim]`."""
+
     obs: jax.Array  # [T, B, obs_dim]
     action: jax.Array  # [T, B]
     reward: jax.Array  # [T, B]
@@ -251,7 +257,7 @@ def lpg_loss(params, traj: Rollout, cfg: LPGConfig, progress, lifetime, forward=
     """The agent's loss under the learned rule; the meta-network's outputs are constants.
     `forward(params, obs) -> (policy logits, y logits)` is the agent's network (any agent
     whose config has the meta-network fields of LPGConfig: lpg_params, temporal,
-    time_inputs, kl_coef)."""
+    time_inputs, kl_coef). `traj` is `[T, B]`; returns `(loss, metrics)`, loss a scalar."""
     logits, y_logits = forward(params, traj.obs)
     logp = jax.nn.log_softmax(logits)
     logp_a = jnp.take_along_axis(logp, traj.action[..., None], -1)[..., 0]
@@ -298,6 +304,8 @@ def update(state: AgentState, env: mg.MetaGrid, cfg: LPGConfig, level: mg.Level,
 
 
 def lifetime_of(cfg: LPGConfig, level: mg.Level) -> jax.Array:
+    """The number of agent updates of an inner run (int32 scalar): `cfg.lifetime` when > 0, else
+    the level's own."""
     return jnp.where(cfg.lifetime > 0, cfg.lifetime, level.lifetime).astype(jnp.int32)
 
 
@@ -352,12 +360,14 @@ def make_train(env: mg.MetaGrid, cfg: LPGConfig):
 
 
 def normalised(ret: jax.Array, opt: jax.Array) -> jax.Array:
-    """ret / opt where the optimum is positive, else ret (a level with nothing to gain)."""
+    """ret / opt where the optimum is positive, else ret (a level with nothing to gain);
+    elementwise, any shape."""
     pos = opt > 1e-6
     return jnp.where(pos, ret / jnp.where(pos, opt, 1.0), ret)
 
 
 def policy_return(env, level, probs):
+    """Exact expected return of the stationary policy `probs` `[S, A]` on `level` (scalar)."""
     return mg.policy_return(env, level, probs)
 
 

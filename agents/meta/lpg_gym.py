@@ -83,6 +83,8 @@ def meta_fields(params: dict) -> dict:
 
 
 class GymState(NamedTuple):
+    """The LPG-trained (or A2C) agent's state on a gymnax env: the env batch is `[B]`."""
+
     params: dict  # {"torso": [(w, b), ...], "pi": (w, b), "y": (w, b)} (A2C: "y" is the value head on "critic")
     opt_state: Any
     env_state: Any  # [B], with episode statistics
@@ -143,6 +145,7 @@ def init_network(key: jax.Array, cfg: LPGGymConfig, obs_dim: int, num_actions: i
 
 
 def make_optimizer(c: LPGGymConfig):
+    """Adam at `c.lr` after clipping the global gradient norm to `c.max_grad_norm`."""
     return optax.chain(optax.clip_by_global_norm(c.max_grad_norm), optax.adam(c.lr))
 
 

@@ -221,6 +221,7 @@ def meta_test(
 
 
 def write_rows(path: str, rows: list[dict]) -> None:
+    """Write `rows` (dicts with the same keys) to `path` as CSV, a header first."""
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, list(rows[0]))
         w.writeheader()
@@ -284,6 +285,7 @@ def plot(path: str, rows: list[dict], curves: dict) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """`rlx train meta-test ARGV`: parse the flags (see the module docstring) and run."""
     parser = argparse.ArgumentParser(prog="rlx train meta-test", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--drift", action="append", required=True,

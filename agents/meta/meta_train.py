@@ -16,6 +16,7 @@ from typing import Sequence
 
 
 def parser() -> argparse.ArgumentParser:
+    """The flags of `rlx train lpo-es`."""
     from rlx.cli import add_run_flags
 
     p = argparse.ArgumentParser(prog="rlx train lpo-es", description=__doc__.splitlines()[0])
@@ -33,6 +34,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`rlx train lpo-es ARGV`: ES meta-training of a learned drift; returns the exit code."""
     args = parser().parse_args(argv)
     import jax
 

@@ -28,7 +28,8 @@ def drift_heatmaps(
     clip_eps: float = 0.2,
 ) -> None:
     """One heatmap per `(title, kind, params, progress)` panel on `axes`, sharing a colour
-    scale so drifts can be compared by eye. r runs along x, A along y."""
+    scale so drifts can be compared by eye. r runs along x (`ratios` `[R]`), A along y
+    (`advantages` `[N]`)."""
     ratios = np.linspace(0.5, 1.5, 101) if ratios is None else ratios
     advantages = np.linspace(-2.0, 2.0, 81) if advantages is None else advantages
     grids = [drift_grid(k, p, ratios, advantages, clip_eps, n) for _, k, p, n in panels]

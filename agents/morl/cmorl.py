@@ -127,8 +127,8 @@ def constraint_levels(j_r: np.ndarray, objective: int, beta: float) -> np.ndarra
 
 
 def select_by_crowding(points: np.ndarray, ids: np.ndarray, exclude: set[int], n: int) -> list[int]:
-    """The ids of the `n` archived points with the largest crowding distance, skipping
-    `exclude`; ties (e.g. the +inf boundary points) keep archive order."""
+    """The ids of the `n` archived points (`points` `[N, d]`, `ids` `[N]`) with the largest
+    crowding distance, skipping `exclude`; ties (e.g. the +inf boundary points) keep archive order."""
     if points.shape[0] == 0:
         return []
     cd = np.asarray(crowding_distance(np.asarray(points, np.float64)))
@@ -527,7 +527,8 @@ def save_archive(path: str, result: CMORLResult) -> None:
 
 
 def load_archive(path: str, like_params: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, Any]]:
-    """Read an archive written by `save_archive`: `(points, undiscounted, ids, policies)`.
+    """Read an archive written by `save_archive`: `(points [N, d], undiscounted [N, d],
+    ids [N], policies)`.
     `like_params` is one policy's params (e.g. `agent.policy_params(agent.init(...))`),
     giving the structure to restore into."""
     import os

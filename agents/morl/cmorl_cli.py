@@ -18,6 +18,7 @@ from typing import Sequence
 
 
 def parser() -> argparse.ArgumentParser:
+    """The flags of `rlx train cmorl`."""
     from rlx.cli import add_run_flags
 
     p = argparse.ArgumentParser(prog="rlx train cmorl", description=__doc__.splitlines()[0])
@@ -30,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`rlx train cmorl ARGV`: run C-MORL on a vector-reward env; returns the exit code."""
     args = parser().parse_args(argv)
     import numpy as np
 

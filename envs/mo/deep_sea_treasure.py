@@ -56,12 +56,16 @@ def build_map(version: str) -> tuple[np.ndarray, np.ndarray]:
 
 @struct.dataclass
 class DSTState:
+    """Deep Sea Treasure: the submarine's `(row, col)` `[2]` and the step count (scalar)."""
+
     pos: jax.Array  # [2] int32, (row, col)
     time: jax.Array  # int32, steps taken in this episode
 
 
 @struct.dataclass
 class DSTParams:
+    """Deep Sea Treasure's params: the episode cap."""
+
     max_steps_in_episode: int = 100
 
 
@@ -154,5 +158,7 @@ class DeepSeaTreasure(Environment):
 
 @forwards_kwargs(DSTParams)
 def make_deep_sea_treasure(version: str = "convex", **params) -> tuple[DeepSeaTreasure, DSTParams]:
+    """`rlx/deep-sea-treasure`: the "convex" (default) or "concave" treasure values; keyword
+    arguments are `DSTParams` fields."""
     env = DeepSeaTreasure(version)
     return env, DSTParams(**params)

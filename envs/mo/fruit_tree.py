@@ -270,12 +270,16 @@ NUTRIENTS = ("protein", "carbs", "fats", "vitamins", "minerals", "water")
 
 @struct.dataclass
 class FruitTreeState:
+    """Fruit Tree: the node `(row, index in row)` `[2]` and the step count (scalar)."""
+
     node: jax.Array  # [2] int32, (row, index in row); the root is (0, 0)
     time: jax.Array  # int32
 
 
 @struct.dataclass
 class FruitTreeParams:
+    """Fruit Tree's params: the episode cap."""
+
     # Every episode lasts exactly `depth` steps; the cap only matters if set lower.
     max_steps_in_episode: int = 7
 
@@ -337,5 +341,7 @@ class FruitTree(Environment):
 
 @forwards_kwargs(FruitTreeParams)
 def make_fruit_tree(depth: int = 6, **params) -> tuple[FruitTree, FruitTreeParams]:
+    """`rlx/fruit-tree`: a tree of `depth` 5, 6 or 7; keyword arguments are `FruitTreeParams`
+    fields."""
     env = FruitTree(depth)
     return env, FruitTreeParams(**{"max_steps_in_episode": depth, **params})

@@ -84,6 +84,9 @@ def route_return(actions, gamma: float, kill_prob: float) -> np.ndarray:
 
 @struct.dataclass
 class RGState:
+    """Resource Gathering: position `[2]`, whether gold and gem are carried, step count
+    (scalars)."""
+
     pos: jax.Array  # [2] int32
     has_gold: jax.Array  # bool
     has_gem: jax.Array  # bool
@@ -92,6 +95,8 @@ class RGState:
 
 @struct.dataclass
 class RGParams:
+    """Resource Gathering's params: the episode cap and the enemy's kill probability."""
+
     max_steps_in_episode: int = 100
     kill_prob: float = 0.1
 
@@ -169,4 +174,5 @@ class ResourceGathering(Environment):
 
 @forwards_kwargs(RGParams)
 def make_resource_gathering(**params) -> tuple[ResourceGathering, RGParams]:
+    """`rlx/resource-gathering`; keyword arguments are `RGParams` fields."""
     return ResourceGathering(), RGParams(**params)

@@ -61,6 +61,8 @@ class _Wrapper:
 
 @struct.dataclass
 class LinearParams:
+    """The inner env's params and the preference weights `[d]`."""
+
     env: Any
     weights: jax.Array  # [d]
 
@@ -96,6 +98,8 @@ class LinearScalarization(_Wrapper):
 
 @struct.dataclass
 class ChebyshevParams:
+    """The inner env's params, the weights `[d]` and the utopia point `[d]`."""
+
     env: Any
     weights: jax.Array  # [d]
     utopia: jax.Array  # [d]
@@ -146,6 +150,8 @@ class ChebyshevScalarization(_Wrapper):
 
 @struct.dataclass
 class ScaleParams:
+    """The inner env's params and the per-objective reward scale `[d]`."""
+
     env: Any
     scale: jax.Array  # [d], > 0
 
@@ -197,12 +203,17 @@ class NormalizeVectorReward(_Wrapper):
 
 @struct.dataclass
 class StatsParams:
+    """The inner env's params and the evaluation discount (scalar)."""
+
     env: Any
     gamma: jax.Array  # scalar evaluation discount
 
 
 @struct.dataclass
 class VectorStatsState:
+    """Running vector returns `[d]` (undiscounted and discounted) of the episode in progress
+    and of the last finished one."""
+
     env_state: Any
     vector_return: jax.Array  # [d] undiscounted return so far
     discounted_return: jax.Array  # [d] sum_t gamma^t r_t so far

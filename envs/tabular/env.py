@@ -13,12 +13,16 @@ from rlx.envs.tabular.mdp import SparseMDP, TabularMDP, outcomes
 
 @flax.struct.dataclass
 class TabularState:
+    """The MDP state index and the step count (scalars)."""
+
     state: jax.Array  # int32 [], the MDP state index
     time: jax.Array  # int32 [], steps taken in this episode
 
 
 @flax.struct.dataclass
 class TabularParams:
+    """The MDP and the horizon H (scalar)."""
+
     mdp: TabularMDP | SparseMDP
     max_steps_in_episode: jax.Array  # int32 [], the horizon H
 

@@ -162,7 +162,8 @@ def achievable_returns(mdp, horizon: int) -> np.ndarray:
     """Every undiscounted return that some action sequence gets with positive probability
     from a start state within `horizon` steps (episodes end at a terminal state or at the
     horizon), sorted. Brute force over forward sets of (state, return so far), on the
-    host: a reference for the DP, meant for small grids with integer-like rewards."""
+    host: a reference for the DP, meant for small grids with integer-like rewards.
+    Returns `[N]`."""
     succ, probs, rew = (np.asarray(x) for x in outcomes(mdp))
     term = np.asarray(mdp.terminal)
     frontier = {(int(s), 0.0) for s in np.flatnonzero(np.asarray(mdp.initial) > 0)}
