@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.rlx-installed
 
-.PHONY: run test test-slow bench lock clean-env
+.PHONY: run test test-slow bench docs lock clean-env
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps rejax==0.1.3
 	$(BIN)/python benchmarks/run_all.py
+
+## The docs site (guides and the API reference from the docstrings) in build/site; warnings are errors.
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict --site-dir build/site
 
 ## Re-resolve the lock from pyproject.toml (jax pinned to 0.9.2, flax to 0.12.6).
 lock:
