@@ -177,7 +177,7 @@ def test_no_tracked_file_names_a_document_the_repository_does_not_contain():
     absent = [d for d in ABSENT_DOCUMENTS if d not in {os.path.basename(p) for p in files}]
     if not absent:
         pytest.skip("the repository now contains every one of these documents")
-    pattern = re.compile(r"(?<![\w-])(" + "|".join(re.escape(d) for d in absent) + r")\b")
+    pattern = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(d) for d in absent) + r")\b")
     hits = []
     for path in files:
         full = os.path.join(ROOT, path)
