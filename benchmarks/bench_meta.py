@@ -75,16 +75,16 @@ def lpo(env_id: str, population: int, steps: int, generations: int, chunk: int) 
     env, env_params = envs.make(env_id)
     init = drifts.init_params("lpo", None, hidden=128)
     cfg = preset(env_id, total_steps=steps, drift="lpo", drift_params=init)
-    task = MetaTask(env_id, make_train(ppo.make_agent(env, cfg), cfg), cfg, env_params)
+    task = MetaTask(env_id, make_train(drifts.make_agent(env, cfg), cfg), cfg, env_params)
     es = ESConfig(population_size=population, generations=generations, chunk=chunk, eval_every=0, sigma=0.1)
     trainer = MetaTrainer([task], "drift_params", init, es, progress=False)
     seconds, timings = timed_generations(trainer)
     gen_s = float(np.median(seconds[1:] or seconds))
     updates = population * cfg.num_updates
-    mode = {0: "vmap", 1: "lax.map"}.get(trainer.chunk, f"chunks of {trainer.chunk}")
+    mode = {0: "vmap", 1: "lax.map"}.get(trainer.candidate_batch, f"chunks of {trainer.candidate_batch}")
     return dict(
         part="LPO", env=env_id, population=population, steps_per_candidate=cfg.num_updates * cfg.num_envs * cfg.num_steps,
-        num_envs=cfg.num_envs, num_steps=cfg.num_steps, chunk=trainer.chunk,
+        num_envs=cfg.num_envs, num_steps=cfg.num_steps, chunk=trainer.candidate_batch,
         setting=f"{env_id}, {population} x {steps:,} steps ({cfg.num_envs} envs x {cfg.num_steps}), {mode}",
         devices=trainer.devices, compile_s=timings["compile_s"], generation_seconds=seconds, generation_s=gen_s,
         generations_per_s=1 / gen_s, candidate_runs_per_s=population / gen_s, agent_updates_per_s=updates / gen_s,
@@ -129,7 +129,7 @@ def lpg(scale: str, generations: int, chunk: int) -> dict:
     grid = f"grid {s['sizes'][0]}-{s['max_size']}, lifetimes {s['lifetime'][0]}-{s['lifetime'][1]}"
     return dict(
         part="LPG", scale=scale, population=P, levels=levels, num_envs=s["envs"], num_steps=s["steps"],
-        meta_hidden=s["meta_hidden"], lifetime_range=list(s["lifetime"]), chunk=trainer.chunk,
+        meta_hidden=s["meta_hidden"], lifetime_range=list(s["lifetime"]), chunk=trainer.candidate_batch,
         setting=f"{scale}: TA-LPG GRU {s['meta_hidden']}, {P} x {levels} levels ({grid}), {s['envs']} envs x {s['steps']}",
         devices=trainer.devices, compile_s=timings["compile_s"], generation_seconds=seconds, generation_s=gen_s,
         generations_per_s=1 / gen_s, candidate_runs_per_s=P / gen_s, agent_updates_per_s=updates_per_s,

@@ -226,6 +226,17 @@ def test_es_resume_repeats_the_uninterrupted_generations_bitwise(tmp_path):
         toy_trainer(str(tmp_path / "cut"), generations=6, eval_every=2, sigma=0.2).run(resume=True)
 
 
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_es_runs_every_generation_whatever_its_candidate_batch(tmp_path, chunk):
+    """`ESConfig.chunk` (candidates run at once) is not the host loop's chunk (generations
+    per step of the loop): a vmapped or chunked population still runs one generation at a
+    time, and equals the one-by-one run."""
+    one_by_one = toy_trainer(generations=3, eval_every=0, chunk=1).run()
+    result = toy_trainer(str(tmp_path / "run"), generations=3, eval_every=0, chunk=chunk).run()
+    assert list(result.history["generation"]) == [0, 1, 2]
+    np.testing.assert_allclose(result.history["fitness_mean"], one_by_one.history["fitness_mean"], rtol=1e-6)
+
+
 def test_es_fitness_is_normalised_per_task_by_its_reference():
     def task(name, offset, reference):
         train = lambda k, c, e: (None, {"episode_return": jnp.stack([c.theta["a"][0] + offset])})  # noqa: E731

@@ -239,10 +239,11 @@ class MetaTrainer:
         )
         # On CPU one-by-one is bitwise reproducible and was faster here (rlx.train's "map"
         # population mode); accelerators need the batch to fill the device.
-        self.chunk = es.chunk if es.chunk >= 0 else (1 if jax.default_backend() == "cpu" else 0)
-        fit = candidate_fitness(self.tasks, field, sequential=self.chunk == 1)
-        self._population = population_fitness(fit, self.mesh, self.chunk)
-        self._eval = population_fitness(fit, self.eval_mesh, self.chunk)
+        # Not `chunk`: that is the host loop's generations per chunk (this class is its program).
+        self.candidate_batch = es.chunk if es.chunk >= 0 else (1 if jax.default_backend() == "cpu" else 0)
+        fit = candidate_fitness(self.tasks, field, sequential=self.candidate_batch == 1)
+        self._population = population_fitness(fit, self.mesh, self.candidate_batch)
+        self._eval = population_fitness(fit, self.eval_mesh, self.candidate_batch)
         self._compiled: dict[str, Callable] = {}
         # Every task's base config and env params, as arguments of the compiled program.
         self.context = [(t.cfg, t.env_params) for t in self.tasks]

@@ -218,7 +218,7 @@ class _Parts:
 
             return jnp.mean(jax.vmap(per_seed)(keys), 0)
 
-        pop = population_fitness(fit, trainer.mesh, trainer.chunk)
+        pop = population_fitness(fit, trainer.mesh, trainer.candidate_batch)
         split, whole = NamedSharding(trainer.mesh, PartitionSpec("pop")), NamedSharding(trainer.mesh, PartitionSpec())
 
         def evaluate(keys, thetas, levels):
