@@ -153,6 +153,8 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
         s.add_argument("--eval-episodes", type=_nonnegative_int, default=16, help="deterministic evaluation episodes per member at the end (0: skip)")
         s.add_argument("--eval-every", type=_nonnegative_int, default=0, help="evaluate every N chunks into the eval_return column (0: only at the end); use it for long episodes, where few training episodes finish")
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
+        s.add_argument("--log", metavar="TRACKERS", default="",
+                       help="also log to these trackers, comma-separated: tensorboard, wandb, mlflow (pip install 'rlx[tracking]')")  # fmt: skip
         s.add_argument("--compile-cache", nargs="?", const="", metavar="DIR",
                        help="keep compiled programs in DIR (default $RLX_COMPILE_CACHE or ~/.cache/rlx/xla), "
                             "so a rerun of the same config skips most of the compile (rlx.use_compile_cache)")  # fmt: skip
@@ -183,6 +185,10 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
     v.add_argument("--member", type=_nonnegative_int, default=0, help="the member to record (default: %(default)s)")
     v.add_argument("--episodes", type=_positive_int, default=1, help="episodes, one after another (default: %(default)s)")
     v.add_argument("--seed", type=_nonnegative_int, default=0)
+    c = sub.add_parser("compare", help="compare runs: members grouped by swept values, IQM and bootstrap CIs, plots (rlx.compare)")
+    c.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (rlx train --out)")
+    c.add_argument("--by", metavar="KEY[,KEY]", help="group members by these fields (default: every swept field but seed)")
+    c.add_argument("--out", metavar="DIR", help="where compare.csv/.json and the plots go (default: runs/compare-<time>)")
     return p
 
 
@@ -362,6 +368,10 @@ def _main(argv: list[str]) -> int:
         from rlx import runs
 
         return runs.eval_command(args) if args.command == "eval" else runs.record_command(args)
+    if args.command == "compare":
+        from rlx.compare import compare_command
+
+        return compare_command(args)
     if resume_spec is not None:
         _check_resume_flags(argv, config_cls, resume_spec, args.resume)
         args.algo = resume_spec["algo"]
@@ -376,7 +386,7 @@ def _main(argv: list[str]) -> int:
 
 
 # Flags that may differ on --resume: they change where and how a run is shown, not its results.
-RESUME_FREE = {"command", "resume", "devices", "no_progress", "compile_cache", "debug", "coordinator",
+RESUME_FREE = {"command", "resume", "devices", "no_progress", "log", "compile_cache", "debug", "coordinator",
                "num_processes", "process_id", "init_timeout"}  # fmt: skip
 
 
@@ -688,8 +698,10 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
 
     from rlx import population as pop_lib
     from rlx.distributed import is_main
+    from rlx.tracking import Trackers
     from rlx.train import Runner
 
+    trackers = Trackers(args.log)  # names and packages checked now; built once the run is checked
     env, env_params = envs.make(env_name, **env_kwargs)
     pop = pop_lib.make_population(cfg, seeds, grid)
     size = len(pop.members)
@@ -713,21 +725,54 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         agent, pop, env_params, out_dir, chunk_updates=chunk_updates, devices=n_dev,
         progress=not args.no_progress, population_mode=population_mode, description=f"{args.algo} {env_name}",
         eval_env=env, eval_episodes=max(1, eval_episodes), eval_every=eval_every,
-        map_batch_size=map_batch_size, run_spec=run_spec,
+        map_batch_size=map_batch_size, run_spec=run_spec, trackers=trackers if trackers.names else None,
     )  # fmt: skip
     if is_main():
         print(f"rlx: {args.algo} on {env_name}: {size} members x {num_updates} updates on {n_dev} device(s) -> {out_dir}")
     _RUN["dir"] = out_dir
-    result = runner.run(resume=spec is not None)
-    from rlx import faults
+    with trackers:
+        result = runner.run(resume=spec is not None)
+        from rlx import faults
 
-    faults.point("run.finished")
-    summary = _finish(args, agent, env, env_params, pop, result, out_dir, env_name, runner.mesh, eval_episodes)
-    if summary is not None:
-        from rlx.logging import write_json
+        faults.point("run.finished")
+        summary = _finish(args, agent, env, env_params, pop, result, out_dir, env_name, runner.mesh, eval_episodes)
+        if summary is not None:
+            from rlx.logging import write_json
 
-        write_json(os.path.join(out_dir, "summary.json"), summary)
+            write_json(os.path.join(out_dir, "summary.json"), summary)
+            last = num_updates - 1
+            trackers.log_summary({k: summary[k] for k in ("final_train_return", "eval_return") if k in summary}, last)
+            for name in ("learning_curve", "eval_curve"):
+                if os.path.exists(os.path.join(out_dir, f"{name}.png")):
+                    trackers.log_image(name, os.path.join(out_dir, f"{name}.png"), last)
     return 0
+
+
+def _print_groups(members, swept, final, eval_return, pop) -> list[dict]:
+    """The summary by swept value: one line per group of members with the same swept
+    fields (mean and range over its seeds). Returns the groups for summary.json."""
+    import numpy as np
+
+    from rlx.compare import describe, group_members
+
+    ev = None if eval_return is None else np.asarray(eval_return, float)
+    if ev is not None and ev.ndim == 2:
+        ev = _weighted(ev[:, None, :], pop)[:, 0]
+    out = []
+    print(f"by {', '.join(swept)} (mean over members [min, max]):")
+    for label, idx in group_members(members, swept).items():
+        t = describe(np.asarray(final)[idx], reps=0)
+        e = describe(ev[idx], reps=0) if ev is not None else None
+        line = f"  {label}: n={t['n']}, final training return {_span(t)}"
+        if e is not None:
+            line += f", evaluation return {_span(e)}"
+        print(line)
+        out.append({"group": label, "members": idx, "final_train_return": t, "eval_return": e})
+    return out
+
+
+def _span(d: dict) -> str:
+    return "-" if not d["n"] else f"{d['mean']:.1f} [{d['min']:.1f}, {d['max']:.1f}]"
 
 
 def _weighted(values, pop):
@@ -795,6 +840,8 @@ def _finish(args, agent, env, env_params, pop, result, out_dir, env_name, mesh, 
     print(f"final training return per member (mean of the last 5% of updates): {_per_member(final)}")
     if "eval_return" in summary:
         print(f"deterministic evaluation return per member: {_per_member(summary['eval_return'])}")
+    if swept:
+        summary["groups"] = _print_groups(pop.members, swept, final, summary.get("eval_return"), pop)
     t = result.timings
     print(f"compile {t['compile_s']:.1f}s, run {t['run_s']:.1f}s; wrote {out_dir}/learning_curve.png")
     return summary

@@ -18,7 +18,8 @@ A program has (duck-typed; `rlx.train.Runner` is the reference):
     total: int                 steps in the whole run
     chunk: int                 steps per chunk
     members: list[dict]        one CSV row per member and step, labelled by these values
-    step_name: str             the CSV's step column ("update", "generation", "round")
+    step_name: str             what a step is called ("update", "generation", "round"); the
+                               CSV's step column ("update_index" for "update")
     spec() -> dict             stored in config.json, compared on resume
     check() -> None            every process's own checks (memory), before anything is written
     start(timings) -> state    the state at step 0 (also the template checkpoints restore into)
@@ -90,14 +91,20 @@ class HostLoop:
         checkpoint_every: int = 1,
         description: str = "train",
         on_chunk: Callable[[int, dict], None] | None = None,
+        trackers: Any = None,
         nan_advice: str = "Lower lr or check the reward scale.",
     ):
+        if trackers is not None and not out_dir:
+            raise ValueError("trackers need an out_dir: they write beside the run's metrics.csv.")
         self.program = program
         self.out_dir = out_dir
         self.progress = progress
         self.checkpoint_every = checkpoint_every
         self.description = description
         self.on_chunk = on_chunk  # on_chunk(steps_done, metrics) after each saved chunk
+        # An rlx.tracking.Trackers: opened once every check has passed, called like on_chunk
+        # on process 0; closing it is its owner's job.
+        self.trackers = trackers
         self.nan_advice = nan_advice
         self.last_checkpoint: int | None = None
         self._stop_requested = False
@@ -205,6 +212,8 @@ class HostLoop:
                 remove_stale_temp_files(self.out_dir)
                 if not resume:
                     write_json(os.path.join(self.out_dir, "config.json"), jsonable(program.spec()))
+                if self.trackers is not None:
+                    self.trackers.open(self.out_dir, program.members, jsonable(program.spec()))
             t0 = time.perf_counter()
             timings = {"init_s": 0.0, "compile_s": 0.0, "run_s": 0.0}
             state = program.start(timings)
@@ -232,9 +241,14 @@ class HostLoop:
     def _metrics_csv(self, cls):
         from rlx.logging import FIRST_COLUMNS
 
-        first = FIRST_COLUMNS if self.step_name == "update" else ("member", "seed", self.step_name)
+        # The Runner's updates are the "update_index" column (not "update", which pandas'
+        # DataFrame.update would shadow); other programs name the column after their step.
+        if self.step_name == "update":
+            first, step = FIRST_COLUMNS, "update_index"
+        else:
+            first, step = ("member", "seed", self.step_name), self.step_name
         member_keys = dict.fromkeys(k for m in self.program.members for k in m)
-        return cls(os.path.join(self.out_dir, "metrics.csv"), list(member_keys), first=first, step=self.step_name)
+        return cls(os.path.join(self.out_dir, "metrics.csv"), list(member_keys), first=first, step=step)
 
     def _loop(self, state, done, ckpt, csv, timings):
         from rlx import faults
@@ -272,6 +286,8 @@ class HostLoop:
                 bar.advance(k, metrics)
                 if self.on_chunk is not None:
                     self.on_chunk(done, metrics)
+                if self.trackers is not None and is_main():
+                    self.trackers(done, metrics)
                 if stopping:
                     where = f"; saved in {self.out_dir}, continue with run(resume=True)" if self.out_dir else ""
                     raise Interrupted(f"interrupted at {self.step_name} {done} of {program.total}{where}", done)

@@ -19,7 +19,11 @@ from rlx import faults
 from rlx.errors import RunFileError
 from rlx.runfiles import atomic_open
 
-FIRST_COLUMNS = ("member", "seed", "update", "env_steps", "episode_return")
+# The step column is "update_index", not "update": a column named "update" would be
+# shadowed by `DataFrame.update` in pandas (`df.update` is a method). Runs written before
+# the rename are read (`read_metrics`) and resumed (`MetricsCSV.repair`) under the new name.
+FIRST_COLUMNS = ("member", "seed", "update_index", "env_steps", "episode_return")
+LEGACY_STEP_COLUMNS = {"update": "update_index"}
 
 
 class MetricsCSV:
@@ -33,7 +37,7 @@ class MetricsCSV:
     """
 
     def __init__(self, path: str, member_keys: Sequence[str], first: Sequence[str] = FIRST_COLUMNS,
-                 step: str = "update"):  # fmt: skip
+                 step: str = "update_index"):  # fmt: skip
         self.path = path
         self.first = list(first)  # the fixed first columns; they hold "member" and the `step` column
         self.step = step
@@ -41,8 +45,9 @@ class MetricsCSV:
         self.columns: list[str] | None = None
 
     def repair(self, num_updates: int, num_members: int) -> None:
-        """Keep exactly the rows with `update < num_updates` (the restored checkpoint's
-        count), checking that every member has each of them; drop a torn last row."""
+        """Keep exactly the rows with `update_index < num_updates` (the restored checkpoint's
+        count), checking that every member has each of them; drop a torn last row. A file
+        written before the step column's rename gets the new header."""
         if not os.path.exists(self.path):
             if num_updates:
                 raise RunFileError(f"{self.path} is missing but the checkpoint is at update {num_updates}: "
@@ -52,6 +57,12 @@ class MetricsCSV:
             text = f.read()
         complete = text[: text.rfind("\n") + 1]  # a last line without its newline is torn
         lines = complete.splitlines()
+        renamed = False
+        if lines:  # written before the step column's rename: give it the new header
+            old, n = lines[0].split(","), len(self.first)
+            header = [LEGACY_STEP_COLUMNS.get(c, c) for c in old[:n]] + old[n:]
+            if header != old and header[:n] == self.first:
+                lines[0], renamed = ",".join(header), True
         if not lines or lines[0].split(",")[: len(self.first)] != self.first:
             if num_updates == 0:  # nothing of value yet: start the file again
                 os.unlink(self.path)
@@ -81,7 +92,7 @@ class MetricsCSV:
             raise RunFileError(f"{self.path} has {len(seen)} of the {num_updates * num_members} rows up to update "
                                f"{num_updates} that the checkpoint needs; restore it from a copy, or start a new run.")  # fmt: skip
         self.columns = header
-        if len(keep) != len(lines) or len(complete) != len(text):
+        if renamed or len(keep) != len(lines) or len(complete) != len(text):
             body = "\r\n".join(keep) + "\r\n"
             with atomic_open(self.path, "w", newline="") as f:
                 f.write(body)
@@ -140,12 +151,16 @@ def _fmt(x: Any) -> Any:
 
 def read_metrics(path: str) -> dict[str, np.ndarray]:
     """Read `metrics.csv` back as columns: float `[rows]` where possible, `[rows, d]` for
-    vector metrics (written as `a;b;...`), else strings."""
+    vector metrics (written as `a;b;...`), else strings. The step column of older runs
+    ("update") comes back under its current name ("update_index")."""
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     out: dict[str, np.ndarray] = {}
-    for key in rows[0] if rows else []:
-        values = [r[key] for r in rows]
+    keys = list(rows[0]) if rows else []
+    for column in keys:
+        values = [r[column] for r in rows]
+        new = LEGACY_STEP_COLUMNS.get(column)
+        key = new if new and new not in keys else column
         try:
             if any(";" in v for v in values):
                 width = max(v.count(";") + 1 for v in values)

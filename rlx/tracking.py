@@ -1,10 +1,14 @@
-"""Experiment trackers: TensorBoard, Weights & Biases and MLflow, as `Runner` callbacks.
+"""Experiment trackers: TensorBoard, Weights & Biases and MLflow, beside metrics.csv.
 
-    tracker = make_tracker("tensorboard", out_dir, population.members, config)
-    try:
+    Runner(agent, population, params, out_dir, trackers=["tensorboard", "wandb"]).run()
+
+(`rlx train ... --log tensorboard,wandb` from the command line). Trackers named so are
+built once the run has passed its checks, so a refused run leaves no tracker files, and
+are closed when it ends; they get the run's config with the package versions. A tracker
+is also a plain chunk callback, for a host loop of one's own:
+
+    with make_tracker("tensorboard", out_dir, population.members, config) as tracker:
         Runner(agent, population, params, out_dir, on_chunk=tracker).run()
-    finally:
-        tracker.close()
 
 The Runner calls `tracker(updates_done, metrics)` after each saved chunk, with
 `metrics[name]` of shape `[P, k]` (or `[P, k, d]` for vector metrics such as
@@ -104,6 +108,17 @@ def _plain(x: Any) -> Any:
 
 
 class _Tracker:
+    """What every tracker does: `tracker(updates_done, metrics)` per chunk, then the run's
+    end results (`log_summary`, `log_image`), then `close`."""
+
+    def log_summary(self, values: dict[str, Sequence[float]], step: int) -> None:
+        """Per-member end results, `values[name]`: `[P]` (e.g. the final evaluation return)."""
+        raise NotImplementedError
+
+    def log_image(self, name: str, path: str, step: int) -> None:
+        """An image file (e.g. learning_curve.png) under `name`."""
+        raise NotImplementedError
+
     def close(self, failed: bool = False) -> None:
         raise NotImplementedError
 
@@ -119,27 +134,58 @@ class TensorBoardTracker(_Tracker):
     name, so each metric's chart overlays the members. The folders are made at the first
     chunk, so building the tracker leaves no trace. `tensorboard --logdir log_dir`."""
 
-    def __init__(self, log_dir: str, members: Sequence[dict]):
+    def __init__(self, log_dir: str, members: Sequence[dict], config: dict | None = None):
         self._writer_class = _require("tensorboard", "tensorboardX").SummaryWriter
         self.log_dir = log_dir
         self.labels = member_labels(members)
+        self.config = config
         # A label may hold a "/" (a swept string value); keep each member one folder deep.
         self.run_dirs = [os.path.join(log_dir, label.replace("/", "_").replace(os.sep, "_")) for label in self.labels]
         self._writers: list[Any] | None = None
+        self._run_writer: Any = None  # the population's own run (log_dir itself): config and images
 
-    def __call__(self, updates_done: int, metrics: dict[str, np.ndarray]) -> None:
+    def _open(self) -> list[Any]:
         if self._writers is None:
             self._writers = [self._writer_class(d) for d in self.run_dirs]
+            if self.config is not None:
+                text = "```\n" + json.dumps(_plain(self.config), indent=1, default=str) + "\n```"
+                self._population_writer().add_text("config", text, 0)
+        return self._writers
+
+    def _population_writer(self) -> Any:
+        if self._run_writer is None:
+            self._run_writer = self._writer_class(self.log_dir)
+        return self._run_writer
+
+    def __call__(self, updates_done: int, metrics: dict[str, np.ndarray]) -> None:
+        writers = self._open()
         for member, update, row in chunk_scalars(updates_done, metrics):
             for name, value in row.items():
-                self._writers[member].add_scalar(name, value, update)
-        for w in self._writers:  # each chunk on disk before training goes on
+                writers[member].add_scalar(name, value, update)
+        for w in writers:  # each chunk on disk before training goes on
             w.flush()
 
+    def log_summary(self, values: dict[str, Sequence[float]], step: int) -> None:
+        writers = self._open()
+        for name, per_member in values.items():
+            for w, value in zip(writers, np.asarray(per_member, float).reshape(len(writers), -1)):
+                for i, v in enumerate(value):
+                    if np.isfinite(v):
+                        w.add_scalar(f"final/{name}" + (f"/{i}" if value.size > 1 else ""), float(v), step)
+            for w in writers:
+                w.flush()
+
+    def log_image(self, name: str, path: str, step: int) -> None:
+        from matplotlib import image
+
+        writer = self._population_writer()
+        writer.add_image(name, image.imread(path)[..., :3], step, dataformats="HWC")
+        writer.flush()
+
     def close(self, failed: bool = False) -> None:
-        for w in self._writers or []:
+        for w in (self._writers or []) + ([self._run_writer] if self._run_writer is not None else []):
             w.close()
-        self._writers = None
+        self._writers = self._run_writer = None
 
 
 class WandbTracker(_Tracker):
@@ -176,6 +222,16 @@ class WandbTracker(_Tracker):
             if by_update[update]:
                 self.run.log(by_update[update], step=update)
 
+    def log_summary(self, values: dict[str, Sequence[float]], step: int) -> None:
+        for name, per_member in values.items():
+            for label, value in zip(self.labels, _plain(list(per_member))):
+                self.run.summary[f"{label}/final_{name}"] = value
+
+    def log_image(self, name: str, path: str, step: int) -> None:
+        import wandb
+
+        self.run.log({name: wandb.Image(path)})
+
     def close(self, failed: bool = False) -> None:
         if self.run is not None:
             self.run.finish(exit_code=1 if failed else 0)
@@ -198,6 +254,7 @@ class MLflowTracker(_Tracker):
         *,
         config: dict | None = None,
         run_name: str | None = None,
+        artifact_location: str | None = None,
     ):
         _require("mlflow", "mlflow")
         from mlflow.entities import Metric, Param, RunStatus
@@ -208,7 +265,8 @@ class MLflowTracker(_Tracker):
         self._metrics_per_batch = MAX_METRICS_PER_BATCH
         self.client = MlflowClient(tracking_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found is not None else self.client.create_experiment(experiment)
+        self.experiment_id = (found.experiment_id if found is not None
+                              else self.client.create_experiment(experiment, artifact_location=artifact_location))  # fmt: skip
         self.labels = member_labels(members)
         shared = _flatten(_plain(dict(config or {})))
         self.run_ids: list[str] = []
@@ -229,6 +287,21 @@ class MLflowTracker(_Tracker):
         for run_id, batch in zip(self.run_ids, batches):
             for i in range(0, len(batch), self._metrics_per_batch):
                 self.client.log_batch(run_id, metrics=batch[i : i + self._metrics_per_batch])
+
+    def log_summary(self, values: dict[str, Sequence[float]], step: int) -> None:
+        now = int(time.time() * 1000)
+        for m, run_id in enumerate(self.run_ids):
+            batch = []
+            for name, per_member in values.items():
+                value = np.asarray(per_member, float).reshape(len(self.run_ids), -1)[m]
+                batch += [self._metric(f"final_{name}" + (f"/{i}" if value.size > 1 else ""), float(v), now, step)
+                          for i, v in enumerate(value) if np.isfinite(v)]  # fmt: skip
+            if batch:
+                self.client.log_batch(run_id, metrics=batch)
+
+    def log_image(self, name: str, path: str, step: int) -> None:
+        for run_id in self.run_ids:
+            self.client.log_artifact(run_id, path)
 
     def close(self, failed: bool = False) -> None:
         status = self._status.to_string(self._status.FAILED if failed else self._status.FINISHED)
@@ -273,17 +346,76 @@ def make_tracker(name: str, out_dir: str, members: Sequence[dict], config: dict 
         raise ValueError(f"tracker = {name!r} is invalid: accepted values are {', '.join(TRACKERS)}.")
     run_name = os.path.basename(os.path.normpath(out_dir))
     if name == "tensorboard":
-        return TensorBoardTracker(os.path.join(out_dir, "tensorboard"), members)
+        return TensorBoardTracker(os.path.join(out_dir, "tensorboard"), members, config)
     if name == "wandb":
+        # WANDB_MODE read here, not left to wandb: its settings are fixed when it is first set
+        # up in a process, so a later change of the variable would be missed.
         return WandbTracker(os.environ.get("WANDB_PROJECT", "rlx"), members, config=config,
-                            dir=out_dir, name=run_name)  # fmt: skip
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath(os.path.join(out_dir, 'mlflow.db'))}"
+                            mode=os.environ.get("WANDB_MODE"), dir=out_dir, name=run_name)  # fmt: skip
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    artifacts = None
+    if uri is None:  # the run's own store, its artifacts beside it (MLflow's default is ./mlruns in the cwd)
+        uri = f"sqlite:///{os.path.abspath(os.path.join(out_dir, 'mlflow.db'))}"
+        artifacts = "file://" + os.path.abspath(os.path.join(out_dir, "mlflow-artifacts"))
     if uri.startswith("sqlite:///"):
         os.makedirs(os.path.dirname(uri[len("sqlite:///") :]) or ".", exist_ok=True)
-    return MLflowTracker(uri, os.environ.get("MLFLOW_EXPERIMENT_NAME", "rlx"), members, config=config, run_name=run_name)
+    return MLflowTracker(uri, os.environ.get("MLFLOW_EXPERIMENT_NAME", "rlx"), members, config=config,
+                         run_name=run_name, artifact_location=artifacts)  # fmt: skip
+
+
+class Trackers(_Tracker):
+    """Trackers chosen by name, used as one. Building it only checks the names and that
+    their packages are installed; the trackers themselves (which create files, or a W&B
+    run) are built by `open`, which the host loop calls once the run has passed its
+    checks, so a refused run leaves nothing behind.
+
+        with Trackers(["tensorboard", "mlflow"]) as trackers:
+            Runner(..., trackers=trackers).run()
+            trackers.log_summary({"eval_return": returns}, step)   # [P]
+    """
+
+    def __init__(self, names: Sequence[str] | str = ()):
+        names = [n for n in names.split(",") if n] if isinstance(names, str) else list(names)
+        import importlib.util
+
+        modules = {"tensorboard": "tensorboardX", "wandb": "wandb", "mlflow": "mlflow"}
+        for name in names:
+            if name not in TRACKERS:
+                raise ValueError(f"tracker {name!r} is invalid: accepted values are {', '.join(TRACKERS)}.")
+            if importlib.util.find_spec(modules[name]) is None:
+                raise TrackerMissingError(f"{_PACKAGES[name]} is not installed: pip install 'rlx[tracking]'")
+        self.names = list(dict.fromkeys(names))
+        self.trackers: list[_Tracker] = []
+
+    def open(self, out_dir: str, members: Sequence[dict], config: dict | None = None) -> None:
+        """Build every tracker for the run in `out_dir` (once); `config` gains the versions."""
+        from rlx.logging import versions
+
+        if self.trackers or not self.names:
+            return
+        config = {**dict(config or {}), "versions": versions()}
+        for name in self.names:
+            self.trackers.append(make_tracker(name, out_dir, members, config))
+
+    def __call__(self, updates_done: int, metrics: dict[str, np.ndarray]) -> None:
+        for t in self.trackers:
+            t(updates_done, metrics)
+
+    def log_summary(self, values: dict[str, Sequence[float]], step: int) -> None:
+        for t in self.trackers:
+            t.log_summary(values, step)
+
+    def log_image(self, name: str, path: str, step: int) -> None:
+        for t in self.trackers:
+            t.log_image(name, path, step)
+
+    def close(self, failed: bool = False) -> None:
+        for t in self.trackers:
+            t.close(failed)
+        self.trackers = []
 
 
 __all__ = [
-    "TRACKERS", "TrackerMissingError", "TensorBoardTracker", "WandbTracker", "MLflowTracker",
+    "Trackers", "TRACKERS", "TrackerMissingError", "TensorBoardTracker", "WandbTracker", "MLflowTracker",
     "make_tracker", "member_labels", "chunk_scalars",
 ]  # fmt: skip

@@ -127,6 +127,8 @@ class Runner:
 
     `run_spec` holds what the caller wants stored in `config.json` and checked on resume
     (the CLI stores the algorithm, env and flags); the Runner adds its own part.
+    `trackers` (e.g. `["tensorboard", "wandb"]`, see `rlx.tracking`) receive every chunk's
+    metrics beside metrics.csv.
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class Runner:
         description: str = "train",
         population_mode: str = "auto",
         on_chunk: Callable[[int, dict], None] | None = None,
+        trackers: Any = None,
         eval_env: Any = None,
         eval_episodes: int = 16,
         eval_every: int = 0,
@@ -181,6 +184,16 @@ class Runner:
         self.map_batch_size = map_batch_size
         self.population_mode = "map" if map_batch_size else resolve_population_mode(population_mode)
         self.on_chunk = on_chunk  # called as on_chunk(updates_done, metrics) after each saved chunk
+        # Tracker names (built, and closed at the end of run) or an rlx.tracking.Trackers (its
+        # owner closes it, e.g. after logging the final evaluation).
+        self._own_trackers = trackers is not None and not hasattr(trackers, "open")
+        if trackers is not None:
+            from rlx.tracking import Trackers
+
+            if not out_dir:
+                raise ValueError("Runner trackers need an out_dir: they write beside the run's metrics.csv.")
+            trackers = Trackers(trackers) if self._own_trackers else trackers
+        self.trackers = trackers
         self.eval_every = _positive_int("eval_every", eval_every, 0)
         self.eval_episodes = _positive_int("eval_episodes", eval_episodes)
         if eval_every and eval_env is None:
@@ -307,10 +320,14 @@ class Runner:
         """Run (or, with `resume`, continue) the population on the host loop."""
         loop = HostLoop(
             self, self.out_dir, progress=self.progress, checkpoint_every=self.checkpoint_every,
-            description=self.description, on_chunk=self.on_chunk,
+            description=self.description, on_chunk=self.on_chunk, trackers=self.trackers,
         )  # fmt: skip
+        failed = True
         try:
             state, metrics, first, timings = loop.run(resume)
+            failed = False
         finally:
             self.last_checkpoint = loop.last_checkpoint
+            if self._own_trackers:
+                self.trackers.close(failed)
         return RunResult(state, metrics, first, timings)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from rlx.logging import read_metrics
-    from rlx.plotting import _matplotlib, bootstrap_ci, forward_fill
+    from rlx.plotting import _matplotlib, band, forward_fill
 
     rows = []
     curves: dict[str, tuple[np.ndarray, np.ndarray, list[int]]] = {}
@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     plt = _matplotlib()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for algo, (x, y, seeds) in curves.items():
-        mean, lo, hi = bootstrap_ci(y)
+        mean, lo, hi, what = band(y)
         xm = x.mean(0)
-        (line,) = ax.plot(xm, mean, label=f"{algo} (mean of {len(seeds)} seeds)", linewidth=2)
+        (line,) = ax.plot(xm, mean, label=f"{algo} (mean; {what})", linewidth=2)
         if len(seeds) > 1:
             ax.fill_between(xm, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         for row in range(len(seeds)):

@@ -29,27 +29,37 @@ def test_train_writes_every_output_and_resumes(tmp_path):
     assert spec["config"]["lr"] == 1e-3 and spec["config"]["num_envs"] == 4
     assert json.load(open(os.path.join(out, "versions.json")))["segments"][0]["jax"]
     m = read_metrics(os.path.join(out, "metrics.csv"))
-    assert {"seed", "env_steps", "episode_return", "update", "loss"} <= set(m)
-    assert len(m["update"]) == 2 * 6 and sorted(set(m["seed"])) == [0.0, 1.0]
+    assert {"seed", "env_steps", "episode_return", "update_index", "loss"} <= set(m)
+    assert len(m["update_index"]) == 2 * 6 and sorted(set(m["seed"])) == [0.0, 1.0]
     assert len(json.load(open(os.path.join(out, "summary.json")))["eval_return"]) == 2
     # evaluation after chunks 2 and 3 (the last) of 3 chunks of 2 updates: rows 3 and 5 per member
     evaluated = np.flatnonzero(np.isfinite(m["eval_return"]))
     for member in (0, 1):
         rows = evaluated[m["member"][evaluated] == member]
-        np.testing.assert_array_equal(np.sort(m["update"][rows]), [3, 5])
+        np.testing.assert_array_equal(np.sort(m["update_index"][rows]), [3, 5])
     assert np.all(m["eval_return"][evaluated] >= 1) and os.path.exists(os.path.join(out, "eval_curve.png"))
     # Resuming a finished run runs nothing more and keeps every row; it adds a versions segment.
     assert cli.main(["train", "--resume", out, "--no-progress"]) == 0
-    assert len(read_metrics(os.path.join(out, "metrics.csv"))["update"]) == 12
+    assert len(read_metrics(os.path.join(out, "metrics.csv"))["update_index"]) == 12
     assert [s["first_update"] for s in json.load(open(os.path.join(out, "versions.json")))["segments"]] == [0, 6]
 
 
-def test_sweep_over_a_traced_field(tmp_path):
+def test_sweep_over_a_traced_field(tmp_path, capsys):
     out = str(tmp_path / "sweep")
-    assert cli.main(["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", "1", "--grid", "clip_eps=0.1,0.3",
+    assert cli.main(["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", "2", "--grid", "clip_eps=0.1,0.3",
                      "--out", out, "--no-progress", "--eval-episodes", "0"] + TINY) == 0  # fmt: skip
     m = read_metrics(os.path.join(out, "metrics.csv"))
     np.testing.assert_allclose(sorted(set(m["clip_eps"])), [0.1, 0.3])
+    # The summary is grouped by swept value: one line per clip_eps, over its 2 seeds.
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    groups = {g["group"]: g for g in summary["groups"]}
+    assert sorted(groups) == ["clip_eps=0.1", "clip_eps=0.3"]
+    printed = capsys.readouterr().out
+    for label, g in groups.items():
+        finals = [summary["final_train_return"][i] for i in g["members"]]
+        assert [summary["members"][i]["clip_eps"] for i in g["members"]] == [float(label.split("=")[1])] * 2
+        assert g["final_train_return"]["mean"] == pytest.approx(np.mean(finals))
+        assert f"  {label}: n=2, final training return {np.mean(finals):.1f} [{min(finals):.1f}, {max(finals):.1f}]" in printed
 
 
 @pytest.mark.parametrize(

@@ -147,7 +147,7 @@ def test_resume_after_kill_equals_uninterrupted(tiny_ppo, tmp_path):
     assert resumed.first_update == 4
     assert_same({k: v[:, 4:] for k, v in full.metrics.items()}, resumed.metrics, full.state, resumed.state)
     a, b = read_metrics(str(tmp_path / "full" / "metrics.csv")), read_metrics(str(tmp_path / "cut" / "metrics.csv"))
-    assert len(b["update"]) == 2 * 6
+    assert len(b["update_index"]) == 2 * 6
     np.testing.assert_array_equal(a["loss"], b["loss"])
 
 

@@ -86,10 +86,10 @@ def test_metrics_config_and_members_are_the_runs(runner_run):
     run = rlx.load(out)
     stored = read_metrics(os.path.join(out, "metrics.csv"))
     _equal_columns(run.metrics, stored)
-    assert len(run.metrics["update"]) == 2 * 2
+    assert len(run.metrics["update_index"]) == 2 * 2
     for m in range(2):  # the values the Runner returned, read back exactly
         rows = run.metrics["member"] == m
-        np.testing.assert_array_equal(run.metrics["update"][rows], np.arange(2))
+        np.testing.assert_array_equal(run.metrics["update_index"][rows], np.arange(2))
         logged = run.metrics["episode_return"][rows].astype(np.float32)
         np.testing.assert_array_equal(logged, result.metrics["episode_return"][m])
     assert run.algorithm == "ppo" and run.env_name == ENV and run.kind == "agent"
@@ -354,7 +354,7 @@ def test_a_run_without_a_checkpoint_yet_gives_its_metrics(runner_run, tmp_path):
     for name in ("config.json", "metrics.csv"):
         shutil.copy(os.path.join(runner_run[0], name), young / name)
     run = load(str(young))
-    assert len(run.metrics["update"]) == 4
+    assert len(run.metrics["update_index"]) == 4
     for use in (lambda: run.updates, run.state, run.policy, run.evaluate):
         with pytest.raises(RunFileError) as e:
             use()

@@ -91,7 +91,7 @@ def test_resumed_population_equals_uninterrupted_solo_runs_bitwise(solo, resumed
             np.testing.assert_array_equal(result.metrics[name][m], values[2 * CHUNK :], err_msg=name)
         # The CSV holds every update once, the ones before the interruption included.
         rows = logged["member"] == m
-        np.testing.assert_array_equal(logged["update"][rows], np.arange(UPDATES))
+        np.testing.assert_array_equal(logged["update_index"][rows], np.arange(UPDATES))
         np.testing.assert_allclose(logged["critic_loss"][rows], metrics["critic_loss"], rtol=1e-5)
 
 

@@ -223,7 +223,115 @@ def test_importing_rlx_tracking_imports_no_tracker_package():
 
 
 # -- end to end ------------------------------------------------------------------------------------
-def test_runner_on_chunk_tensorboard_matches_metrics_csv(tmp_path, tiny_ppo):
+def wandb_history(out_dir: str) -> tuple[dict[str, dict[int, float]], dict, dict]:
+    """`(history {key: {step: value}}, config, summary)` of the one offline W&B run in `out_dir`."""
+    (run_file,) = glob.glob(os.path.join(out_dir, "wandb", "offline-run-*", "run-*.wandb"))
+    deadline = time.monotonic() + 20
+    while (records := read_wandb_records(run_file))[-1:] == [] or records[-1].WhichOneof("record_type") != "exit":
+        assert time.monotonic() < deadline, f"{run_file} has no exit record after 20 s"
+        time.sleep(0.1)
+    history: dict[str, dict[int, float]] = {}
+    config: dict = {}
+    summary: dict = {}
+    for r in records:
+        kind = r.WhichOneof("record_type")
+        if kind == "history":
+            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+            for key, value in items.items():
+                if not key.startswith("_"):
+                    history.setdefault(key, {})[r.history.step.num] = value
+        elif kind in ("run", "config"):
+            updates = r.run.config.update if kind == "run" else r.config.update
+            config.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in updates})
+        elif kind == "summary":
+            summary.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in r.summary.update})
+    return history, config, summary
+
+
+def test_rlx_train_log_sends_every_metric_of_a_2_seed_sweep_to_each_tracker(tmp_path, monkeypatch):
+    """`rlx train --log tensorboard,wandb,mlflow`: each tool holds every metric of metrics.csv
+    for each member at its update, the final evaluation, the config with versions, and the
+    learning-curve image."""
+    pytest.importorskip("tensorboardX")
+    pytest.importorskip("wandb")
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from rlx import cli
+    from rlx.logging import read_metrics
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
+    out = str(tmp_path / "run")
+    tiny = ["--num-envs", "4", "--num-steps", "16", "--total-steps", "384", "--num-minibatches", "2", "--update-epochs", "1"]
+    args = ["train", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", "2", "--out", out, "--chunks", "3",
+            "--no-progress", "--eval-episodes", "2", "--log", "tensorboard,wandb,mlflow"] + tiny  # fmt: skip
+    assert cli.main(args) == 0
+    assert set(os.listdir(tmp_path)) <= {"run", "wandb_config_dir", "wandb_cache_dir", "wandb_data_dir"}
+    csv = read_metrics(os.path.join(out, "metrics.csv"))
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    names = [n for n in csv if n not in ("member", "seed", "update_index")]
+    want = {}  # {(seed, name): {update: value}}
+    for seed in (0, 1):
+        rows = csv["seed"] == seed
+        for name in names:
+            want[seed, name] = {int(u): float(v) for u, v in zip(csv["update_index"][rows], csv[name][rows]) if np.isfinite(v)}
+    assert sum(len(v) for v in want.values()) > 2 * len(names)
+    last = 6 - 1
+
+    # TensorBoard: a run per member, the final evaluation, the image and the config in the population's run
+    for seed in (0, 1):
+        logged = read_tensorboard(os.path.join(out, "tensorboard", f"seed={seed}"))
+        for name in names:
+            assert logged[name] == pytest.approx(want[seed, name], rel=1e-5), (seed, name)
+        assert logged["final/eval_return"] == pytest.approx({last: summary["eval_return"][seed]})
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for path in glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*")):
+        data, pos = open(path, "rb").read(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            tags |= {(v.tag, v.WhichOneof("value")) for v in event.summary.value}
+    assert ("learning_curve", "image") in tags and any(t == "config/text_summary" for t, _ in tags)
+
+    # W&B: one run, each member's metrics under its label, the config with the versions, the summary
+    history, config, wsummary = wandb_history(out)
+    for seed in (0, 1):
+        for name in names:
+            assert history[f"seed={seed}/{name}"] == pytest.approx(want[seed, name], rel=1e-5), (seed, name)
+        assert wsummary[f"seed={seed}/final_eval_return"] == pytest.approx(summary["eval_return"][seed])
+    assert config["versions"]["jax"] and config["members"] == summary["members"]
+    assert "learning_curve" in history or any(k.startswith("learning_curve") for k in wsummary)
+
+    # MLflow: a run per member in the run directory's own store, with the image as an artifact
+    uri = f"sqlite:///{os.path.join(out, 'mlflow.db')}"
+    client = MlflowClient(tracking_uri=uri)
+    runs = mlflow_runs(uri, "rlx")
+    assert sorted(runs) == ["seed=0", "seed=1"]
+    for seed in (0, 1):
+        run = runs[f"seed={seed}"]
+        assert run.info.status == "FINISHED"
+        for name in names:
+            history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, name)}
+            assert history == pytest.approx(want[seed, name], rel=1e-5), (seed, name)
+        assert run.data.metrics["final_eval_return"] == pytest.approx(summary["eval_return"][seed])
+        assert "learning_curve.png" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+    # A refused run (the directory holds this run) builds no tracker: nothing new appears.
+    before = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
+    assert cli.main(args) == 1
+    assert sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs) == before
+
+
+def test_runner_trackers_by_name_match_metrics_csv(tmp_path, tiny_ppo):
     from rlx.logging import read_metrics
     from rlx.population import make_population
     from rlx.train import Runner
@@ -231,17 +339,30 @@ def test_runner_on_chunk_tensorboard_matches_metrics_csv(tmp_path, tiny_ppo):
     agent, cfg, params = tiny_ppo
     pop = make_population(cfg, seeds=[1, 4])
     out_dir = str(tmp_path / "run")
-    tracker = tracking.make_tracker("tensorboard", out_dir, pop.members, {})
-    with tracker:
-        Runner(agent, pop, params, out_dir, chunk_updates=2, devices=1, progress=False, population_mode="map",
-               on_chunk=tracker).run()  # fmt: skip
+    Runner(agent, pop, params, out_dir, chunk_updates=2, devices=1, progress=False, population_mode="map",
+           trackers=["tensorboard"]).run()  # fmt: skip
     csv = read_metrics(os.path.join(out_dir, "metrics.csv"))
     finished = 0
     for seed in (1, 4):
         rows = csv["seed"] == seed
-        want = {int(u): float(v) for u, v in zip(csv["update"][rows], csv["episode_return"][rows]) if not np.isnan(v)}
+        want = {int(u): float(v) for u, v in zip(csv["update_index"][rows], csv["episode_return"][rows]) if not np.isnan(v)}
         logged = read_tensorboard(os.path.join(out_dir, "tensorboard", f"seed={seed}"))
         assert logged["episode_return"] == pytest.approx(want, rel=1e-5)  # the csv keeps 6 digits
         assert sorted(logged["env_steps"]) == list(range(agent.num_updates(cfg)))
         finished += len(want)
     assert finished > 0
+
+
+def test_trackers_refuse_bad_names_and_missing_packages_before_anything(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="tracker 'neptune' is invalid: accepted values are tensorboard, wandb, mlflow"):
+        tracking.Trackers("tensorboard,neptune")
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(tracking.TrackerMissingError, match=r"^wandb is not installed: pip install 'rlx\[tracking\]'$"):
+        tracking.Trackers(["wandb"])
+    with pytest.raises(ValueError, match="need an out_dir"):
+        from rlx.hostloop import HostLoop
+
+        HostLoop(object(), None, trackers=tracking.Trackers(()))

@@ -250,7 +250,7 @@ def plot(path: str, rows: list[dict], curves: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rlx.plotting import bootstrap_ci, forward_fill, save_figure
+    from rlx.plotting import band, forward_fill, save_figure
 
     table = summary(rows)
     env_ids = list(dict.fromkeys(r["env"] for r in rows))
@@ -274,8 +274,8 @@ def plot(path: str, rows: list[dict], curves: dict) -> None:
         mid = horizons[len(horizons) // 2]
         for name in names:
             x, y = curves[(env_id, name, mid)]
-            mean, lo, hi = bootstrap_ci(forward_fill(y))
-            (line,) = ax.plot(x, mean, label=name)
+            mean, lo, hi, what = band(forward_fill(y))
+            (line,) = ax.plot(x, mean, label=f"{name} ({what})")
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("env steps")
         ax.set_ylabel("episode return")
