@@ -122,6 +122,34 @@ def test_member_labels_tell_members_apart():
 
 
 # -- Weights & Biases ------------------------------------------------------------------------------
+def wandb_history(out_dir: str) -> tuple[dict[str, dict[int, float]], dict, dict]:
+    """`(history {key: {step: value}}, config, summary)` of the one offline W&B run in `out_dir`."""
+    (run_file,) = glob.glob(os.path.join(out_dir, "wandb", "offline-run-*", "run-*.wandb"))
+    # finish() can return before wandb-core (a separate process) has written the records;
+    # the run's exit record comes last.
+    deadline = time.monotonic() + 20
+    while (records := read_wandb_records(run_file))[-1:] == [] or records[-1].WhichOneof("record_type") != "exit":
+        assert time.monotonic() < deadline, f"{run_file} has no exit record after 20 s"
+        time.sleep(0.1)
+    history: dict[str, dict[int, float]] = {}
+    config: dict = {}
+    summary: dict = {}
+    for r in records:
+        kind = r.WhichOneof("record_type")
+        if kind == "history":
+            # wandb-core writes the key in `nested_key` (a one-element path) rather than `key`
+            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+            for key, value in items.items():
+                if not key.startswith("_"):
+                    history.setdefault(key, {})[r.history.step.num] = value
+        elif kind in ("run", "config"):
+            updates = r.run.config.update if kind == "run" else r.config.update
+            config.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in updates})
+        elif kind == "summary":
+            summary.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in r.summary.update})
+    return history, config, summary
+
+
 def test_wandb_offline_run_holds_each_members_metrics_at_its_update(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -130,26 +158,7 @@ def test_wandb_offline_run_holds_each_members_metrics_at_its_update(tmp_path, mo
         monkeypatch.setenv(name, str(tmp_path / name.lower()))
     tracker = tracking.WandbTracker("rlx-test", MEMBERS, config={"lr": 0.001}, mode="offline", dir=str(tmp_path))
     log_two_chunks(tracker)
-    (run_file,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
-    # finish() can return before wandb-core (a separate process) has written the records;
-    # the run's exit record comes last.
-    deadline = time.monotonic() + 20
-    while (records := read_wandb_records(run_file))[-1:] == [] or records[-1].WhichOneof("record_type") != "exit":
-        assert time.monotonic() < deadline, f"{run_file} has no exit record after 20 s"
-        time.sleep(0.1)
-    logged: dict[str, dict[int, float]] = {}
-    config: dict = {}
-    for r in records:
-        kind = r.WhichOneof("record_type")
-        if kind == "history":
-            # wandb-core writes the key in `nested_key` (a one-element path) rather than `key`
-            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
-            for key, value in items.items():
-                if not key.startswith("_"):
-                    logged.setdefault(key, {})[r.history.step.num] = value
-        elif kind in ("run", "config"):
-            updates = r.run.config.update if kind == "run" else r.config.update
-            config.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in updates})
+    logged, config, _ = wandb_history(str(tmp_path))
     want = {f"{label}/{name}": values for member, label in enumerate(["seed=0", "seed=3"])
             for name, values in expected(member).items()}  # fmt: skip
     assert logged == want  # small integers: exact through float32 and JSON
@@ -223,31 +232,6 @@ def test_importing_rlx_tracking_imports_no_tracker_package():
 
 
 # -- end to end ------------------------------------------------------------------------------------
-def wandb_history(out_dir: str) -> tuple[dict[str, dict[int, float]], dict, dict]:
-    """`(history {key: {step: value}}, config, summary)` of the one offline W&B run in `out_dir`."""
-    (run_file,) = glob.glob(os.path.join(out_dir, "wandb", "offline-run-*", "run-*.wandb"))
-    deadline = time.monotonic() + 20
-    while (records := read_wandb_records(run_file))[-1:] == [] or records[-1].WhichOneof("record_type") != "exit":
-        assert time.monotonic() < deadline, f"{run_file} has no exit record after 20 s"
-        time.sleep(0.1)
-    history: dict[str, dict[int, float]] = {}
-    config: dict = {}
-    summary: dict = {}
-    for r in records:
-        kind = r.WhichOneof("record_type")
-        if kind == "history":
-            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
-            for key, value in items.items():
-                if not key.startswith("_"):
-                    history.setdefault(key, {})[r.history.step.num] = value
-        elif kind in ("run", "config"):
-            updates = r.run.config.update if kind == "run" else r.config.update
-            config.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in updates})
-        elif kind == "summary":
-            summary.update({u.key or "/".join(u.nested_key): json.loads(u.value_json) for u in r.summary.update})
-    return history, config, summary
-
-
 def test_rlx_train_log_sends_every_metric_of_a_2_seed_sweep_to_each_tracker(tmp_path, monkeypatch):
     """`rlx train --log tensorboard,wandb,mlflow`: each tool holds every metric of metrics.csv
     for each member at its update, the final evaluation, the config with versions, and the
