@@ -40,6 +40,7 @@ from flax import struct
 from rlx import distributional as dist
 from rlx import replay
 from rlx.config import _concrete, config, static, traced
+from rlx.envs.check import check_interface
 from rlx.envs.wrappers import EpisodeStats, is_discrete
 from rlx.networks import ACTIVATIONS, DiscreteQNetwork
 from rlx.running_stats import RunningStats, init_stats, normalize, update_stats
@@ -466,6 +467,7 @@ def make_agent(env: Any, cfg: DQNConfig, targets: Callable | None = None, loss: 
     loss(out [N, A(, M)], action [N], target, c) -> scalar: the regression onto the
         target (default by head: `q_loss`, `categorical_loss`, `quantile_loss`).
     """
+    check_interface(env, where="dqn.make_agent")  # the env's methods, spaces and observation, before any jax runs
     env = EpisodeStats(env)
     nets = make_networks(env, cfg)
     targets = TARGETS[cfg.head] if targets is None else targets

@@ -29,6 +29,7 @@ from flax import struct
 from rlx import distributions as D
 from rlx import rollout
 from rlx.config import config, static, static_part, traced
+from rlx.envs.check import check_interface
 from rlx.envs.wrappers import EpisodeStats, episode_summary, is_discrete
 from rlx.networks import ACTIVATIONS, KERNEL_INITS, CategoricalActor, Critic, GaussianActor
 from rlx.returns import gae
@@ -529,6 +530,7 @@ def make_agent(env: Any, cfg: PPOConfig, scalarize: Any = None, drift: Any = Non
     minibatching: a `Minibatching` (default shuffled samples; `segment_minibatching`
         with `recompute_gae`).
     """
+    check_interface(env, where="ppo.make_agent")  # the env's methods, spaces and observation, before any jax runs
     reward_dim = getattr(env, "reward_dim", None)
     if bool(reward_dim) != (scalarize is not None):
         raise ValueError(

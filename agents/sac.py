@@ -39,6 +39,7 @@ from flax import struct
 from rlx import distributions as D
 from rlx import replay
 from rlx.config import config, static, traced
+from rlx.envs.check import check_interface
 from rlx.envs.wrappers import EpisodeStats, is_discrete
 from rlx.networks import ACTIVATIONS, GaussianActor, QCritic, ensemble_apply, ensemble_init
 from rlx.running_stats import RunningStats, init_stats, normalize, update_stats
@@ -390,6 +391,7 @@ def make_agent(env: Any, cfg: SACConfig, critic_target: Callable | None = None,
         reparameterised actions, differentiated through logp and q (default
         `sac_actor_loss`).
     """
+    check_interface(env, where="sac.make_agent")  # the env's methods, spaces and observation, before any jax runs
     env = EpisodeStats(env)
     nets = make_networks(env, cfg)
     critic_target = soft_q_target if critic_target is None else critic_target

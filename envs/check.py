@@ -2,6 +2,7 @@
 
     from rlx.envs.check import check_env
     report = check_env(env, params)  # raises EnvCheckError, or returns what it saw
+    check_interface(env, params)     # its cheap part: the methods, the spaces, reset's observation
 
 Agents assume far more than "reset and step run": shapes and dtypes fixed by the spaces,
 boolean scalar `terminated`/`truncated` that are never both set, `info["final_obs"]`
@@ -29,14 +30,15 @@ VMAP_KEYS = 4  # the batch that the vmap check runs
 
 
 class _Checker:
-    def __init__(self, env: Any):
+    def __init__(self, env: Any, where: str = "check_env"):
         self.name = getattr(env, "name", None) or type(env).__name__
+        self.where = where
 
     def fail(self, field: str, expected: str, got: Any, fix: str) -> NoReturn:
         got = " ".join(str(got).split())  # one line, whatever the value prints as
         if len(got) > 200:
             got = got[:197] + "..."
-        raise EnvCheckError(f"check_env({self.name}): {field}: expected {expected}, got {got}; {fix}.")
+        raise EnvCheckError(f"{self.where}({self.name}): {field}: expected {expected}, got {got}; {fix}.")
 
 
 def _signature_accepts(fn: Any, count: int) -> bool:
@@ -76,7 +78,7 @@ def _leaf_specs(tree: Any) -> list[tuple[str, tuple, str]]:
 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def check_env(env: Any, env_params: Any = None, key: jax.Array | None = None, steps: int = 64) -> dict:
@@ -114,12 +116,32 @@ def check_env(env: Any, env_params: Any = None, key: jax.Array | None = None, st
     }
 
 
+_NO_PARAMS = object()
+
+
+def check_interface(env: Any, env_params: Any = _NO_PARAMS, where: str = "check_interface") -> None:
+    """The cheap part of `check_env`, which every agent's `make_agent` runs before it builds
+    anything: reset, step and the two spaces are there and take the right arguments, the
+    spaces have a shape and dtype, and reset's observation (traced with `jax.eval_shape`,
+    nothing compiled or run) has the observation space's shape and dtype. Raises
+    EnvCheckError in one line naming the field (prefixed with `where`); returns None.
+    `env_params`: default `env.default_params`, which must then exist."""
+    check = _Checker(env, where)
+    if env_params is _NO_PARAMS:
+        try:
+            env_params = env.default_params
+        except Exception as err:  # a missing attribute, or a base class's NotImplementedError
+            check.fail("default_params", "the params that make and the agents use when none are given",
+                       _first_line(err), "give the env a default_params property (None when it takes no params)")  # fmt: skip
+    _EnvCheck(env, env_params, steps=1, where=where).traced_reset()
+
+
 class _EnvCheck(_Checker):
     """The stages of `check_env`: the interface (here), traced shapes (`traced`), a random
     rollout's values (`rollout`) and a vmap over keys (`batched`)."""
 
-    def __init__(self, env: Any, params: Any, steps: int):
-        super().__init__(env)
+    def __init__(self, env: Any, params: Any, steps: int, where: str = "check_env"):
+        super().__init__(env, where)
         self.env, self.params, self.steps = env, params, steps
         check = self
         # -- the interface -----------------------------------------------------------------------------
@@ -226,15 +248,26 @@ class _EnvCheck(_Checker):
             self.fail(field, f"{field} to run on a key, a sampled action and the params", _first_line(err),
                        f"fix {field} (the chained traceback has the cause)")  # fmt: skip
 
+    def traced_reset(self, key: jax.Array | None = None) -> tuple[Any, Any]:
+        """reset traced with the params as an argument: `(obs, state)` as abstract values,
+        the observation checked against the observation space. Without `key`, the key is
+        made inside the trace, so nothing at all is compiled or run."""
+        env = self.env
+        if key is None:
+            reset_out = self.trace("reset", lambda p: env.reset(jax.random.key(0), p), self.params)
+        else:
+            reset_out = self.trace("reset", env.reset, key, self.params)
+        if not isinstance(reset_out, tuple) or len(reset_out) != 2:
+            self.fail("reset", "a tuple (obs, state)", type(reset_out).__name__, "return (obs, state) from reset")
+        self.check_obs(reset_out[0], "reset obs")
+        return reset_out
+
     def traced(self, key_reset: jax.Array, key_action: jax.Array, key_step: jax.Array) -> str:
         """Structure, shapes and dtypes of reset and step, with params as an argument (as
         agents run them), traced without compiling. Returns the reward's dtype name."""
         check, env, params, action_space = self, self.env, self.params, self.action_space
-        trace, check_obs, check_step_output = self.trace, self.check_obs, self.check_step_output
-        reset_out = trace("reset", env.reset, key_reset, params)
-        if not isinstance(reset_out, tuple) or len(reset_out) != 2:
-            check.fail("reset", "a tuple (obs, state)", type(reset_out).__name__, "return (obs, state) from reset")
-        check_obs(reset_out[0], "reset obs")
+        trace, check_step_output = self.trace, self.check_step_output
+        reset_out = self.traced_reset(key_reset)
         action = trace("action_space.sample", action_space.sample, key_action)
         step_out = trace("step", env.step, key_step, reset_out[1], action, params)
         check_step_output(step_out)
@@ -326,4 +359,4 @@ class _EnvCheck(_Checker):
         self.check_step_output(tuple(batched), batch=(VMAP_KEYS,))
 
 
-__all__ = ["check_env", "EnvCheckError"]
+__all__ = ["check_env", "check_interface", "EnvCheckError"]

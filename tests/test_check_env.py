@@ -1,12 +1,14 @@
 """rlx.envs.check.check_env: registered envs pass; envs broken one way each fail naming the field."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rlx import envs
-from rlx.envs.check import check_env
+from rlx.envs.check import check_env, check_interface
 from rlx.envs.core import Box
 from rlx.envs.probe import ENVS as PROBES
 from rlx.envs.wrappers import Wrapper
@@ -164,3 +166,100 @@ def test_steps_must_be_positive():
     env, params = envs.make("rlx/probe-constant")
     with pytest.raises(ValueError, match="steps"):
         check_env(env, params, steps=0)
+
+
+# -- check_interface: the cheap part, run by every make_agent -------------------------------------
+def test_check_interface_passes_registered_and_wrapped_envs_without_compiling():
+    from rlx.envs import stock
+    from rlx.envs.tabular import ddp_grid, to_env
+    from rlx.testing import count_compiles
+
+    made = [envs.make(name) for name in CHEAP + ["gymnax/Pendulum-v1", "gymnax/Breakout-MinAtar"]]
+    inner, inner_params = to_env(ddp_grid(), max_steps=16)
+    made.append((inner, inner_params))
+    for env, params in made:  # gymnax builds some spaces with jnp ops: compiled once, before the count
+        env.observation_space(params), env.action_space(params)
+    with count_compiles() as compiles:
+        for env, params in made:
+            check_interface(env, params)
+            check_interface(env)  # params default to env.default_params
+    assert compiles == []
+    # The stock-augmented env's observation is a dict: DηN checks its inner env instead.
+    with pytest.raises(EnvCheckError, match=r"^check_interface\(Stock\(tabular\)\): observation_space: expected a space"):
+        check_interface(stock.StockWrapper(inner))
+
+
+class NoReset:
+    name = "no-reset"
+    default_params = None
+
+    def step(self, key, state, action, params):
+        raise AssertionError("never called")
+
+    def observation_space(self, params):
+        return Box(0.0, 1.0, (1,))
+
+    def action_space(self, params):
+        return Box(0.0, 1.0, (1,))
+
+
+class NoDefaultParams(Wrapper):
+    @property
+    def default_params(self):  # as rlx.envs.Environment's, not overridden
+        raise NotImplementedError
+
+
+class SpaceWithoutShape(Wrapper):
+    def observation_space(self, params=None):
+        return "a box"
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda env: WrongObservationShape(env), r"reset obs: expected shape \(2,\) \(observation_space.shape\), got \(1,\); "),
+    (lambda env: IntegerObservations(env), r"reset obs: expected dtype float32 \(observation_space.dtype\), got int32; "),
+    (lambda env: NoParamsArgument(env), r"step: expected a method step\(key, state, action, params\), got "),
+    (lambda env: NoReset(), r"reset: expected a method reset\(key, params\), got nothing; "),
+    (lambda env: NoDefaultParams(env), r"default_params: expected the params .* got NotImplementedError; give the env a default_params property"),
+    (lambda env: SpaceWithoutShape(env), r"observation_space: expected a space with shape and dtype .* got str; "),
+])  # fmt: skip
+def test_check_interface_names_the_field_in_one_line(broken, message):
+    from rlx.testing import count_compiles
+
+    env, params = envs.make("rlx/probe-constant")
+    with count_compiles() as compiles, pytest.raises(EnvCheckError, match=message) as err:
+        check_interface(broken(env), where="ppo.make_agent")
+    text = str(err.value)
+    assert "\n" not in text and re.match(r"ppo\.make_agent\((rlx/probe-constant|no-reset)\): ", text), text
+    assert compiles == []
+
+
+@pytest.mark.parametrize("algo", ["ppo", "dqn", "sac", "ddp"])
+def test_make_agent_checks_the_env_before_building_networks(algo):
+    """A wrong observation_space is one line from make_agent, before anything compiles
+    (it used to be flax's ScopeParamShapeError inside the network's init)."""
+    from rlx.agents import dqn, ppo, sac
+    from rlx.agents.ddp import deep
+    from rlx.envs.tabular import ddp_grid, to_env
+    from rlx.testing import raises_before_compile
+
+    if algo == "ddp":
+        env, _ = to_env(ddp_grid(), max_steps=16, name="ddp-grid")
+        make_agent, cfg, where = deep.make_agent, deep.DDPConfig(horizon=16), "ddp.deep.make_agent"
+
+        class Wrong(type(env)):
+            def observation_space(self, params):
+                return Box(0.0, 1.0, (3,))
+
+        broken = Wrong(env.num_states, env.num_actions, env.default_params, env.name)
+        shape = rf"\(3,\) \(observation_space.shape\), got \({env.num_states},\)"
+    else:
+        name = "gymnax/Pendulum-v1" if algo == "sac" else "rlx/probe-constant"
+        env, _ = envs.make(name)
+        module = {"ppo": ppo, "dqn": dqn, "sac": sac}[algo]
+        cfg = {"ppo": ppo.PPOConfig, "dqn": dqn.DQNConfig, "sac": sac.SACConfig}[algo]()
+        make_agent, where = module.make_agent, f"{algo}.make_agent"
+        space = Box(-1.0, 1.0, (5,))
+        broken = type("Wrong", (Wrapper,), {"observation_space": lambda self, params=None: space})(env)
+        shape = rf"\(5,\) \(observation_space.shape\), got \({env.observation_space(env.default_params).shape[0]},\)"
+    with raises_before_compile(EnvCheckError, match=rf"^{re.escape(where)}\(.*\): reset obs: expected shape {shape}"):
+        make_agent(broken, cfg)

@@ -82,6 +82,7 @@ from rlx.agents.ddp import objectives as objectives_lib
 from rlx.agents.ddp.objectives import FAMILIES, NUM_PARAMS, Objective
 from rlx.config import _concrete, config, static, traced
 from rlx.envs import stock as stock_lib
+from rlx.envs.check import check_interface
 from rlx.envs.core import Environment
 from rlx.envs.wrappers import EpisodeStats, is_discrete
 from rlx.evaluation import episode_limit, evaluate as evaluate_agent
@@ -542,6 +543,7 @@ def make_agent(env: Any, cfg: DDPConfig, targets: Callable | None = None, loss: 
         (default by head: `dqn.categorical_loss`, `dqn.quantile_loss`).
     """
     senv = EpisodeStats(stock_env(env, cfg))
+    check_interface(env, where="ddp.deep.make_agent")  # the inner env's methods, spaces and observation
     if cfg.horizon:  # before the networks: building them runs jax (a compile on a first call)
         limit = getattr(env.default_params, "max_steps_in_episode", None)
         if limit is None or int(limit) != cfg.horizon:
