@@ -58,10 +58,10 @@ def _cartpole(module, cfg) -> Built:
 
 
 def _ddp_grid() -> Built:
-    from rlx.envs.tabular import ddp_grid, to_gymnax
+    from rlx.envs.tabular import ddp_grid, to_env
 
     mdp = ddp_grid(False)
-    env, params = to_gymnax(mdp, max_steps=16)
+    env, params = to_env(mdp, max_steps=16)
     cfg = deep.config_for_mdp(mdp, 16, O.target(0.0), c0_range=(-40.0, 16.0), **golden.TINY_DDP)
     return deep.make_agent(env, cfg), cfg, env, params
 

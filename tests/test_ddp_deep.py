@@ -20,7 +20,7 @@ from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import tabular as T
 from rlx.config import stack
 from rlx.envs import stock as stock_lib
-from rlx.envs.tabular import achievable_returns, ddp_grid, make_mdp, risky_grid, to_gymnax
+from rlx.envs.tabular import achievable_returns, ddp_grid, make_mdp, risky_grid, to_env
 from rlx.evaluation import evaluate
 from rlx.testing import raises_before_compile
 from rlx.train import make_train
@@ -71,7 +71,7 @@ def test_objective_that_needs_gamma_one_warns():
 
 
 def test_bad_env_raises_before_compile():
-    env, _ = to_gymnax(bandit(), max_steps=1)
+    env, _ = to_env(bandit(), max_steps=1)
     # Built outside the checks: the first config built in a process compiles its validation.
     horizon_16, horizon_1 = deep.DDPConfig(horizon=16), deep.DDPConfig(horizon=1)
     with raises_before_compile(match="horizon"):
@@ -115,7 +115,7 @@ def test_hat_features_are_one_hot_on_the_lattice_and_interpolate_between():
                                    [0, 0, 0, 0, 1]], atol=1e-6)
     # The network gets the scalar stock, 24 stock hats, time-to-go / H and 11 time hats.
     mdp = risky_grid(0.2)
-    env, _ = to_gymnax(mdp, max_steps=10)
+    env, _ = to_env(mdp, max_steps=10)
     cfg = deep.config_for_mdp(mdp, 10, O.cvar(0.25), lattice_features=True, hidden=(8,), head_hidden=(8,))
     assert deep.num_extras(cfg) == 1 + 24 + 1 + 11
     params = deep.make_params(env, cfg, jax.random.key(0))
@@ -148,7 +148,7 @@ def test_greedy_action_matches_hand_computation(head):
     min(c + Z, 0) (CVaR's inner problem): at c = 0, -0.5 vs 0: a1; at c = 1, 0 vs 0 (tie);
     at c = -0.5, -0.75 vs -0.5: a1; at c = -3, (-4 - 1)/2 = -2.5 vs -3: a0.
     """
-    env, params = to_gymnax(make_mdp(np.ones((1, 2, 1)), np.zeros((1, 2))), max_steps=4)
+    env, params = to_env(make_mdp(np.ones((1, 2, 1)), np.zeros((1, 2))), max_steps=4)
     if head == "c51":
         probs = np.array([[0.5, 0.0, 0.0, 0.5], [0.0, 1.0, 0.0, 0.0]])
         out = np.log(probs + 1e-30)
@@ -198,7 +198,7 @@ TINY = dict(
 def population():
     """4 objectives x 2 seeds, one `jit(vmap(train))`; c_0 is sampled on the whole stock
     range in training, so every member must learn Z(s, c, a) for every stock."""
-    env, params = to_gymnax(bandit(), max_steps=1)
+    env, params = to_env(bandit(), max_steps=1)
     cfgs = [deep.config_for_mdp(bandit(), 1, obj, **TINY) for obj, _, _ in OBJECTIVES for _ in range(2)]
     agent = deep.make_agent(env, cfgs[0])
     pop = stack(cfgs)
@@ -262,7 +262,7 @@ def test_deep_agent_hits_requested_returns_on_the_grid():
     c_0 = -target is within 0.5 of the target for >= 90% of the attainable targets in
     [-16, 40] on the deterministic 4x4 grid (`ddp_grid`)."""
     mdp = ddp_grid(False)
-    env, params = to_gymnax(mdp, max_steps=16)
+    env, params = to_env(mdp, max_steps=16)
     cfg = deep.config_for_mdp(mdp, 16, O.target(0.0), c0_range=(-40.0, 16.0), stock_spacing=1.0, total_steps=100_000)
     agent = deep.make_agent(env, cfg)
     state, _ = jax.jit(make_train(agent, cfg))(jax.random.key(0), cfg, params)
@@ -294,7 +294,7 @@ def test_deep_cvar_is_near_the_dvi_optimum_and_beats_risk_neutral_dqn():
     run = _load(os.path.join(ROOT, "experiments/ddp/cvar/run.py"))
     common = run.common
     mdp = risky_grid(0.2)
-    env, params = to_gymnax(mdp, max_steps=H)
+    env, params = to_env(mdp, max_steps=H)
     _, optimum, _ = T.solve(mdp, O.cvar(tau), T.exact_grid(mdp, H), 1.0, horizon=H, exact=True)
     optimum = float(optimum)
     cfg = run.deep_config(mdp, total_steps=CVAR_STEPS)

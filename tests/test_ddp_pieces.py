@@ -17,7 +17,7 @@ from rlx import replay
 from rlx.agents import dqn
 from rlx.agents.ddp import deep
 from rlx.agents.ddp import objectives as O
-from rlx.envs.tabular import ddp_grid, to_gymnax
+from rlx.envs.tabular import ddp_grid, to_env
 from rlx.testing import host_leaves
 from rlx.train import make_train
 
@@ -37,7 +37,7 @@ def _same(a, b) -> bool:
 @pytest.fixture(scope="module")
 def grid():
     mdp = ddp_grid(False)
-    env, params = to_gymnax(mdp, max_steps=H)
+    env, params = to_env(mdp, max_steps=H)
     return mdp, env, params
 
 

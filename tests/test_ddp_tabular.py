@@ -328,7 +328,7 @@ def test_tabular_envs_conform(name):
 
 
 def test_env_matches_mdp_outcomes():
-    """Empirical next-state/reward frequencies of `to_gymnax` match the MDP."""
+    """Empirical next-state/reward frequencies of `to_env` match the MDP."""
     env, params = ENVS["rlx/ddp-grid-bernoulli"]()
     mdp = params.mdp
     state = env.reset(jax.random.key(0), params)[1].replace(state=jnp.asarray(2, jnp.int32))  # (0, 2)

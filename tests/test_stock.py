@@ -10,7 +10,7 @@ import pytest
 from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import tabular as T
 from rlx.envs import stock as stock_lib
-from rlx.envs.tabular import ddp_grid, random_mdp, to_gymnax
+from rlx.envs.tabular import ddp_grid, random_mdp, to_env
 
 
 def rollout(env, params, key, steps, policy=None):
@@ -31,7 +31,7 @@ def rollout(env, params, key, steps, policy=None):
 @pytest.fixture(scope="module")
 def wrapped():
     mdp = random_mdp(jax.random.key(0), 4, 2, 2, -2, 2)
-    inner, inner_params = to_gymnax(mdp, max_steps=7)
+    inner, inner_params = to_env(mdp, max_steps=7)
     env = stock_lib.StockWrapper(inner, time_to_go=True)
     return env, inner_params
 
@@ -109,7 +109,7 @@ def test_dvi_policy_drives_the_wrapped_env_to_the_target():
     H = 16
     grid = T.exact_grid(mdp, H)
     result, _, _ = T.solve(mdp, O.target(0.0), grid, 1.0, horizon=H, exact=True)
-    inner, inner_params = to_gymnax(mdp, max_steps=H)
+    inner, inner_params = to_env(mdp, max_steps=H)
     env = stock_lib.StockWrapper(inner, time_to_go=True)
     c_min = grid.stocks[0]
 

@@ -275,7 +275,7 @@ def stock_env(env: Any, cfg: DDPConfig) -> stock_lib.StockWrapper:
     if not isinstance(env, Environment):
         raise ValueError(
             f"deep DDP: {getattr(env, 'name', type(env).__name__)} is not an rlx `Environment` (reset_env/step_env), "
-            "which envs/stock.py's StockWrapper needs; use an rlx env such as rlx.envs.tabular.to_gymnax(mdp)."
+            "which envs/stock.py's StockWrapper needs; use an rlx env such as rlx.envs.tabular.to_env(mdp)."
         )
     return stock_lib.StockWrapper(env, time_to_go=cfg.horizon > 0)
 
@@ -531,7 +531,7 @@ def update(nets: DDPNetworks, senv: Any, cfg: DDPConfig, c: DDPConfig, state: re
 
 def make_agent(env: Any, cfg: DDPConfig, targets: Callable | None = None, loss: Callable | None = None) -> Agent:
     """Build DηN for `env`, an rlx `Environment` with discrete actions (e.g.
-    `rlx.envs.tabular.to_gymnax(mdp)`), from the pieces above; the agent adds the stock.
+    `rlx.envs.tabular.to_env(mdp)`), from the pieces above; the agent adds the stock.
     `train` takes the inner env's params; `act` takes one stock-augmented observation (a
     dict). Each keyword replaces one piece, as in `dqn.make_agent`:
 

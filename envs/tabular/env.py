@@ -1,7 +1,9 @@
-"""`to_gymnax(mdp)`: a finite MDP as an rlx `Environment` (envs/core.py), so the same
+"""`to_env(mdp)`: a finite MDP as an rlx `Environment` (envs/core.py), so the same
 arrays that tabular DVI solves can drive a deep agent."""
 
 from __future__ import annotations
+
+import warnings
 
 import flax.struct
 import jax
@@ -67,7 +69,15 @@ class TabularEnv(Environment):
         return Discrete(self.num_actions)
 
 
-def to_gymnax(mdp: TabularMDP | SparseMDP, max_steps: int = 100, name: str = "tabular"):
-    """Wrap one (unbatched) MDP: returns `(env, params)` on rlx's env interface."""
+def to_env(mdp: TabularMDP | SparseMDP, max_steps: int = 100, name: str = "tabular"):
+    """Wrap one (unbatched) MDP as an rlx env: returns `(env, params)`, a `TabularEnv`
+    (an `rlx.envs.Environment`) and its params."""
     params = TabularParams(mdp=mdp, max_steps_in_episode=jnp.asarray(max_steps, jnp.int32))
     return TabularEnv(mdp.num_states, mdp.num_actions, params, name), params
+
+
+def to_gymnax(mdp: TabularMDP | SparseMDP, max_steps: int = 100, name: str = "tabular"):
+    """Deprecated: the old name of `to_env`, which it calls (it never returned a gymnax env)."""
+    warnings.warn("rlx.envs.tabular.to_gymnax is deprecated: it returns an rlx env, not a gymnax one; call "
+                  "rlx.envs.tabular.to_env (the same arguments and result).", DeprecationWarning, stacklevel=2)
+    return to_env(mdp, max_steps, name)

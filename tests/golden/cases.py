@@ -94,10 +94,10 @@ def _dqn(cls_name: str, double_q: bool):
 def ddp_deep_grid():
     from rlx.agents.ddp import deep
     from rlx.agents.ddp import objectives as O
-    from rlx.envs.tabular import ddp_grid, to_gymnax
+    from rlx.envs.tabular import ddp_grid, to_env
 
     mdp = ddp_grid(False)
-    env, params = to_gymnax(mdp, max_steps=16)
+    env, params = to_env(mdp, max_steps=16)
     cfg = deep.config_for_mdp(mdp, 16, O.target(0.0), c0_range=(-40.0, 16.0), **TINY_DDP)
     return _single(deep.make_agent(env, cfg), cfg, params)
 

@@ -36,7 +36,7 @@ from rlx.agents import dqn
 from rlx.agents.ddp import deep
 from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import tabular as T
-from rlx.envs.tabular import risky_grid, to_gymnax
+from rlx.envs.tabular import risky_grid, to_env
 from rlx.envs.tabular.grids import RISKY_GRID
 from rlx.evaluation import evaluate
 from rlx.experiments import main
@@ -131,7 +131,7 @@ def deep_config(mdp, **overrides) -> deep.DDPConfig:
 def deep_cvar(mdp, scale):
     """DηN trained once on f = min(x, 0); per tau, c_0 from the network's RU search."""
     cfg_scale = SCALES[scale]
-    env, params = to_gymnax(mdp, max_steps=HORIZON)
+    env, params = to_env(mdp, max_steps=HORIZON)
     cfg = deep_config(mdp, **cfg_scale["deep"])
     agent = deep.make_agent(env, cfg)
     value_fn = deep.make_value_fn(env, cfg)
@@ -161,7 +161,7 @@ def deep_cvar(mdp, scale):
 def dqn_cvar(mdp, scale):
     """Risk-neutral DQN (gamma 0.99); the same Monte-Carlo law for every tau."""
     cfg_scale = SCALES[scale]
-    env, params = to_gymnax(mdp, max_steps=HORIZON)
+    env, params = to_env(mdp, max_steps=HORIZON)
     cfg = common.dqn_config(**cfg_scale["dqn"])
     agent = dqn.make_agent(env, cfg)
     n = cfg_scale["episodes"]

@@ -35,7 +35,7 @@ from rlx import distributional as dist
 from rlx.agents.ddp import deep
 from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import tabular as T
-from rlx.envs.tabular import risky_grid, to_gymnax
+from rlx.envs.tabular import risky_grid, to_env
 from rlx.envs.tabular.mdp import outcomes
 
 HORIZON, TAU = 10, 0.25
@@ -102,7 +102,7 @@ def main():
     from experiments.ddp.cvar import run
 
     mdp = risky_grid(run.SCALES["cpu"]["slip"])
-    env, env_params = to_gymnax(mdp, max_steps=HORIZON)
+    env, env_params = to_env(mdp, max_steps=HORIZON)
     grid = T.exact_grid(mdp, HORIZON)
     atoms, stocks = np.asarray(grid.atoms, np.float64), np.asarray(grid.stocks, np.float64)
     _, optimum, dvi_c0 = T.solve(mdp, O.cvar(TAU), grid, 1.0, horizon=HORIZON, exact=True)

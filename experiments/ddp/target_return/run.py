@@ -31,7 +31,7 @@ from rlx.agents import dqn
 from rlx.agents.ddp import deep
 from rlx.agents.ddp import objectives as O
 from rlx.agents.ddp import tabular as T
-from rlx.envs.tabular import achievable_returns, ddp_grid, to_gymnax
+from rlx.envs.tabular import achievable_returns, ddp_grid, to_env
 from rlx.evaluation import evaluate
 from rlx.experiments import main
 
@@ -97,8 +97,8 @@ NUM_ATOMS = 97
 
 def _panels(mdps):
     mdps = {k: common.pad_outcomes(m, 2) for k, m in mdps.items()}
-    env, _ = to_gymnax(next(iter(mdps.values())), max_steps=HORIZON)
-    return mdps, env, [to_gymnax(m, max_steps=HORIZON)[1] for m in mdps.values()]
+    env, _ = to_env(next(iter(mdps.values())), max_steps=HORIZON)
+    return mdps, env, [to_env(m, max_steps=HORIZON)[1] for m in mdps.values()]
 
 
 def deep_method(head):
