@@ -4,6 +4,8 @@ Names are `<family>/<id>`: `gymnax/CartPole-v1`, `brax/ant`, `rlx/deep-sea-treas
 Families are imported lazily, so making a gymnax env never imports brax.
 Our own env packages (`rlx.envs.mo`, `rlx.envs.tabular`, ...) each expose a dict
 `ENVS: {name: factory(**kwargs) -> (env, params)}` that is merged in here.
+Third-party suites add theirs with `register(name, factory)`, or, to be seen by the
+command line too, with an entry point in the group `rlx.envs` (see `ENTRY_POINT_GROUP`).
 `make` refuses keyword arguments the env does not take before building anything; a
 factory whose `**kwargs` go elsewhere says where with `@forwards_kwargs(target)`.
 """
@@ -12,7 +14,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 import inspect
+import warnings
+from collections.abc import Mapping
 from typing import Any, Callable
 
 # Names are listed statically so errors and `rlx list` need no heavy import.
@@ -29,11 +34,21 @@ BRAX_IDS = (
     "inverted_double_pendulum", "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d",
 )  # fmt: skip
 # Packages that contribute `ENVS` dicts of our own environments.
-PROVIDERS = ("rlx.envs.mo", "rlx.envs.tabular", "rlx.envs.probe", "rlx.envs.testing")
+PROVIDERS = ("rlx.envs.mo", "rlx.envs.tabular", "rlx.envs.probe")
+# Installed distributions add env suites through entry points in this group. Each entry
+# point names either a dict `{name: factory}` or a callable that calls `register`:
+#
+#     [project.entry-points."rlx.envs"]
+#     mysuite = "mysuite:ENVS"
+ENTRY_POINT_GROUP = "rlx.envs"
 
 
 class EnvArgumentError(TypeError, ValueError):
     """`make` got a keyword argument the environment does not take."""
+
+
+class EnvEntryPointWarning(UserWarning):
+    """An installed `rlx.envs` entry point failed to load; its envs are left out."""
 
 
 def forwards_kwargs(*targets: Callable, exclude: tuple[str, ...] = ()) -> Callable:
@@ -135,34 +150,103 @@ def check_kwargs(name: str, kwargs: dict[str, Any]) -> None:
     )
 
 
-def _own_envs() -> dict[str, Callable[..., tuple[Any, Any]]]:
+def _provided() -> dict[str, Callable[..., tuple[Any, Any]]]:
+    """The envs of the PROVIDERS packages."""
     table: dict[str, Callable[..., tuple[Any, Any]]] = {}
     for module in PROVIDERS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a provider package not written yet
-            if err.name != module:
-                raise
-            continue
-        table.update(getattr(mod, "ENVS", {}))
+        table.update(importlib.import_module(module).ENVS)
+    return table
+
+
+def _own_envs() -> dict[str, Callable[..., tuple[Any, Any]]]:
+    table = _provided()
+    table.update(_entry_point_envs())
     table.update(_REGISTERED)
     return table
 
 
 _REGISTERED: dict[str, Callable[..., tuple[Any, Any]]] = {}
+# The envs of the `rlx.envs` entry points, loaded on first need (None: not yet), and one
+# line per entry point that failed to load.
+_ENTRY_POINTS: dict[str, Callable[..., tuple[Any, Any]]] | None = None
+_ENTRY_POINT_ERRORS: list[tuple[str, str, str]] = []  # (distribution, entry point, the line)
+# While an entry point loads, `register` adds to the innermost table here.
+_LOADING: list[dict[str, Callable[..., tuple[Any, Any]]]] = []
+
+
+def _check_new(name: str, factory: Any, table: Mapping[str, Any]) -> None:
+    """Raise a ValueError if `name` cannot be registered for `factory` over `table`."""
+    family, sep, env_id = str(name).partition("/")
+    if not isinstance(name, str) or not sep or not family or not env_id or family in ("gymnax", "brax"):
+        raise ValueError(f"env name {name!r} is invalid: it must look like FAMILY/ID, with a family of its own.")
+    if not callable(factory):
+        raise ValueError(f"env {name!r}: the factory {factory!r} is not callable; register a function "
+                         "factory(**kwargs) -> (env, params).")  # fmt: skip
+    old = table.get(name)
+    if old is not None and old is not factory:
+        origin = getattr(getattr(old, "func", old), "__module__", None) or old  # a functools.partial: its function's
+        raise ValueError(f"env {name!r} is already registered (by {origin}).")
+
+
+def _entry_point_envs() -> dict[str, Callable[..., tuple[Any, Any]]]:
+    """The envs of every installed `rlx.envs` entry point, loaded once. A broken entry
+    point is left out with a one-line EnvEntryPointWarning; the others still load."""
+    global _ENTRY_POINTS
+    if _ENTRY_POINTS is not None:
+        return _ENTRY_POINTS
+    _ENTRY_POINTS = {}  # set first: an entry point that calls register or names does not load them again
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(getattr(ep, "dist", None), "name", None) or "an unknown distribution"
+        try:
+            table = _load_entry_point(ep)
+        except Exception as err:  # any failure of third-party code: one line, and the other suites load
+            text = str(err).strip().splitlines()
+            line = (f"env entry point {ep.name!r} = {ep.value!r} of {dist} ({ENTRY_POINT_GROUP}) failed to load: "
+                    f"{type(err).__name__}: {text[0].rstrip('.') if text else ''}; "
+                    f"its envs are left out (fix or uninstall {dist}).")  # fmt: skip
+            _ENTRY_POINT_ERRORS.append((dist, ep.name, line))
+            warnings.warn(line, EnvEntryPointWarning, stacklevel=3)
+            continue
+        _ENTRY_POINTS.update(table)
+    return _ENTRY_POINTS
+
+
+def _load_entry_point(ep: importlib.metadata.EntryPoint) -> dict[str, Callable[..., tuple[Any, Any]]]:
+    """`ep`'s envs: its dict, or what its callable registers (or returns, as a dict)."""
+    table: dict[str, Callable[..., tuple[Any, Any]]] = {}
+    _LOADING.append(table)
+    try:
+        obj, what = ep.load(), "it names"
+        if callable(obj) and not isinstance(obj, Mapping):
+            obj, what = obj(), "calling it returned"
+        if obj is not None and not isinstance(obj, Mapping):
+            raise TypeError(f"{what} a value of type {type(obj).__name__}; name a dict {{name: factory}} "
+                            "or a function that calls rlx.envs.register")  # fmt: skip
+    finally:
+        _LOADING.pop()
+    taken = {**_provided(), **(_ENTRY_POINTS or {})}
+    for name, factory in {**table, **(obj or {})}.items():
+        _check_new(name, factory, taken)
+        table[name] = factory
+    return table
+
+
+def entry_point_errors() -> list[str]:
+    """One line for each `rlx.envs` entry point that failed to load (loading them first)."""
+    _entry_point_envs()
+    return [line for _, _, line in _ENTRY_POINT_ERRORS]
 
 
 def register(name: str, factory: Callable[..., tuple[Any, Any]]) -> None:
     """Add an env suite's env: `factory(**kwargs) -> (env, params)` under `name`
     (`<family>/<id>`, a family other than gymnax/ and brax/). `make`, `names` and
-    `rlx list` see it at once; a name already taken by another factory is refused."""
-    family, sep, env_id = name.partition("/")
-    if not sep or not family or not env_id or family in ("gymnax", "brax"):
-        raise ValueError(f"env name {name!r} is invalid: it must look like FAMILY/ID, with a family of its own.")
-    old = _own_envs().get(name)
-    if old is not None and old is not factory:
-        raise ValueError(f"env {name!r} is already registered (by {getattr(old, '__module__', old)}).")
-    _REGISTERED[name] = factory
+    `rlx list` see it at once; a name already taken by another factory is refused.
+    (For the command line to see it too, register from an entry point: ENTRY_POINT_GROUP.)"""
+    _check_new(name, factory, {**_own_envs(), **(_LOADING[-1] if _LOADING else {})})
+    (_LOADING[-1] if _LOADING else _REGISTERED)[name] = factory
+
+
+_STATIC_NAMES = frozenset([f"gymnax/{i}" for i in GYMNAX_IDS] + [f"brax/{i}" for i in BRAX_IDS])
 
 
 def names() -> list[str]:
@@ -176,14 +260,23 @@ def names() -> list[str]:
 
 def check_name(name: str) -> None:
     """Raise a ValueError listing close matches if `name` is not registered."""
+    if name in _STATIC_NAMES:
+        return  # known without importing any suite
     known = names()
     if name in known:
         return
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    families = ["gymnax/", "brax/", *sorted({n.partition("/")[0] + "/" for n in known} - {"gymnax/", "brax/"})]
+    broken = ""
+    if _ENTRY_POINT_ERRORS:  # the suite may be one that failed to load: say so, its own first
+        family = str(name).partition("/")[0]
+        lines = sorted(_ENTRY_POINT_ERRORS, key=lambda e: family not in (e[0], e[1]))
+        more = f" ({len(lines) - 1} more in rlx.envs.registry.entry_point_errors())" if len(lines) > 1 else ""
+        broken = f" Note: {lines[0][2]}{more}"
     raise ValueError(
         f"env: unknown environment {name!r}.{hint} "
-        f"Known families: gymnax/, brax/, rlx/ (run `rlx list` for all {len(known)} names)."
+        f"Known families: {', '.join(families)} (run `rlx list` for all {len(known)} names).{broken}"
     )
 
 
