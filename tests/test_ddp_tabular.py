@@ -289,6 +289,41 @@ def test_exact_mode_rejects_inexact_inputs(small):
         T.validate(half, T.exact_grid(half, 3), 1.0, 3, exact=True)
 
 
+def test_make_grid_is_exact_under_x64_so_exact_mode_is_exact():
+    """Under float64, jnp.linspace's grids held 1.9999999999999996 for 2; exact mode took
+    them, and the threshold utility then saw c + z = -4.4e-16 < 0. A one-decision MDP
+    whose safe action reaches the threshold surely was solved as a coin flip."""
+    with jax.enable_x64(True):
+        P = np.zeros((2, 2, 2))
+        P[:, :, 1] = 1
+        rv = np.zeros((2, 2, 2))
+        rv[0, 0], rv[0, 1] = [-2, -2], [-3, 5]  # action 0: -2 surely; action 1: -3 or 5
+        mdp = make_mdp(P, reward_values=rv, reward_probs=np.full((2, 2, 2), 0.5), terminal=[False, True])
+        assert mdp.reward_values.dtype == jnp.float64 and mdp.transitions.dtype == jnp.float64
+        grid = T.make_grid(-3, 5, 9, -7, 7, 15)
+        np.testing.assert_array_equal(np.asarray(grid.stocks), np.arange(-7.0, 8.0))
+        np.testing.assert_array_equal(np.asarray(grid.atoms), np.arange(-3.0, 6.0))
+        result, value, c0 = T.solve(mdp, O.threshold(-2.0), grid, 1.0, horizon=1, exact=True)
+        assert float(value) == 1.0
+        j = int(np.flatnonzero(np.asarray(grid.stocks) == float(c0))[0])
+        assert int(result.policy[0, 0, j]) == 0
+        _, by_exact_grid, _ = T.solve(mdp, O.threshold(-2.0), T.exact_grid(mdp, 1, c0_range=(2.0, 2.0)), 1.0,
+                                      horizon=1, exact=True)  # fmt: skip
+        assert float(by_exact_grid) == 1.0
+        # A grid that is only close to whole numbers is refused in exact mode, naming it.
+        close = T.StockGrid(atoms=grid.atoms, stocks=jnp.asarray(np.arange(-7.0, 8.0)) * (1 - 2**-52))
+        with pytest.raises(ValueError, match=r"grid\.stocks: exact mode needs exact integer multiples"):
+            T.validate(mdp, close, 1.0, 1, O.threshold(-2.0), exact=True)
+        # Random 3-state MDPs at H = 3: make_grid and exact_grid give the brute-force optimum.
+        keys = jax.random.split(jax.random.key(3), 8)
+        for k in keys:
+            mdp = random_mdp(k, 3, 2, 2, -2, 2)
+            best = oracle.optimal_values(mdp, lambda x: (x >= 0).astype(np.float64), [-1.0], 1.0, 3)[0]
+            for grid in (T.make_grid(-6, 6, 13, -6, 6, 13), T.exact_grid(mdp, 3)):
+                _, value, _ = T.solve(mdp, O.threshold(1.0), grid, 1.0, horizon=3, exact=True)
+                assert abs(float(value) - best) < 1e-12
+
+
 def test_objective_needing_gamma_one_warns(small):
     mdp, _ = small
     grid = T.make_grid(-12, 12, 25, -12, 12, 25)

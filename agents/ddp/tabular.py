@@ -71,10 +71,13 @@ class DVIResult(NamedTuple):
 
 def make_grid(v_min, v_max, num_atoms: int, c_min, c_max, num_stocks: int, dtype=None) -> StockGrid:
     """A `StockGrid` with `num_atoms` atoms on `[v_min, v_max]` and `num_stocks` stocks
-    on `[c_min, c_max]`."""
+    on `[c_min, c_max]` (host-side: the ends are numbers, not traced arrays)."""
     dtype = dtype or jnp.result_type(float)
-    return StockGrid(atoms=jnp.linspace(v_min, v_max, num_atoms, dtype=dtype),
-                     stocks=jnp.linspace(c_min, c_max, num_stocks, dtype=dtype))
+    # numpy's linspace is start + i * step, so grids of whole numbers come out whole.
+    # jnp.linspace interpolates between the ends instead, and under float64 gives e.g.
+    # 1.9999999999999996 for 2: a threshold utility (x >= 0) then misjudges c + z = 0.
+    return StockGrid(atoms=jnp.asarray(np.linspace(float(v_min), float(v_max), num_atoms), dtype),
+                     stocks=jnp.asarray(np.linspace(float(c_min), float(c_max), num_stocks), dtype))
 
 
 def return_bounds(mdp, gamma: float, horizon: int | None) -> tuple[float, float]:
@@ -185,9 +188,15 @@ def validate(mdp, grid: StockGrid, gamma, horizon: int | None, objective: Object
             rv = np.asarray(mdp.successor_rewards, np.float64)
         else:
             rv = np.asarray(mdp.reward_values, np.float64)
+        # Exactly, not to a tolerance: sums of values that are off by an ulp land beside the
+        # atoms and kinks they should hit (a stock of 1.9999999999999996 plus a return of -2
+        # is below a threshold at 0).
         for name, x in (("rewards", rv), ("grid.atoms", atoms), ("grid.stocks", stocks)):
-            if not np.allclose(x / dz, np.round(x / dz), atol=1e-6):
-                raise ValueError(f"{name}: exact mode needs integer multiples of the atom spacing {dz:g}.")
+            off = x != np.round(x / dz) * dz
+            if np.any(off):
+                raise ValueError(f"{name}: exact mode needs exact integer multiples of the atom spacing {dz!r}; "
+                                 f"{float(x[off].flat[0])!r} is not. Build the grid with exact_grid (or make_grid), "
+                                 "with a spacing that is a power of 2.")  # fmt: skip
     if objective is not None:
         objectives_lib.check_gamma(objective, g)
 

@@ -68,9 +68,10 @@ class SparseMDP:
 
 
 def make_mdp(transitions, rewards=None, *, reward_values=None, reward_probs=None,
-             terminal=None, initial=None, validate: bool = True) -> TabularMDP:
+             terminal=None, initial=None, validate: bool = True, dtype=None) -> TabularMDP:
     """Build a `TabularMDP` from a deterministic `rewards: [S, A]` or from
-    `reward_values, reward_probs: [S, A, K]`. `initial` defaults to state 0."""
+    `reward_values, reward_probs: [S, A, K]`. `initial` defaults to state 0. `dtype`: of
+    the float arrays; default jax's float (float64 under x64)."""
     P = np.asarray(transitions, np.float64)
     S, A = P.shape[0], P.shape[1]
     if rewards is not None:
@@ -86,12 +87,13 @@ def make_mdp(transitions, rewards=None, *, reward_values=None, reward_probs=None
     terminal = np.zeros(S, bool) if terminal is None else np.asarray(terminal, bool)
     if initial is None:
         initial = np.eye(S)[0]
+    dtype = dtype or jnp.result_type(float)
     mdp = TabularMDP(
-        transitions=jnp.asarray(P, jnp.float32),
-        reward_values=jnp.asarray(reward_values, jnp.float32),
-        reward_probs=jnp.asarray(reward_probs, jnp.float32),
+        transitions=jnp.asarray(P, dtype),
+        reward_values=jnp.asarray(reward_values, dtype),
+        reward_probs=jnp.asarray(reward_probs, dtype),
         terminal=jnp.asarray(terminal),
-        initial=jnp.asarray(initial, jnp.float32),
+        initial=jnp.asarray(initial, dtype),
     )
     if validate:
         validate_mdp(mdp)
