@@ -45,8 +45,9 @@ import numpy as np
 
 from rlx.errors import Interrupted, NonFiniteLossError
 
-# Progress off a terminal (a SLURM log): one plain line at most this often.
-PLAIN_PROGRESS_S = 30.0
+# Progress off a terminal (a SLURM log): a plain line per chunk, but at most one this
+# often, so thousands of fast chunks (ES generations) do not flood the log.
+PLAIN_PROGRESS_S = 10.0
 
 # Entries of a run spec that may change on resume: placement, not results ("map" members
 # are bitwise equal on any device count).
@@ -333,9 +334,10 @@ class HostLoop:
 class Progress:
     """Progress over steps: env steps/s, the latest mean return and any `keys` means.
 
-    On a terminal, a rich bar; elsewhere (a log file) one plain line on stderr at most
-    every `PLAIN_PROGRESS_S` seconds and at the end, because a bar there prints nothing
-    until it stops."""
+    On a terminal, a rich bar; elsewhere (a log file) a plain line on stderr per chunk
+    (at most one per `PLAIN_PROGRESS_S` seconds, and always the last), because a bar there
+    prints nothing until it stops: `train: update 4/20  env steps 8,192  21,004 steps/s
+    return 41.5`."""
 
     def __init__(self, enabled: bool, total: int, done: int, description: str, unit: str = "update",
                  keys: tuple = ()):  # fmt: skip
@@ -360,6 +362,8 @@ class Progress:
         parts = []
         if "env_steps" in metrics:
             steps = float(np.sum(metrics["env_steps"][:, -1]))
+            if not self.terminal:  # the bar shows the count of steps; a log line must say it
+                parts.append(f"env steps {steps:,.0f}")
             if self.start_steps is None:
                 self.start_steps = float(np.sum(metrics["env_steps"][:, 0]))
                 self.start = time.perf_counter()

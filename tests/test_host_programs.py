@@ -119,3 +119,30 @@ def test_groove_resumed_after_a_kill_equals_the_uninterrupted_run(tmp_path):
     for k, v in whole.drawn.items():
         np.testing.assert_array_equal(resumed.drawn[k], v, err_msg=k)
     assert whole.history["antagonist_runs"][-1] >= 2  # the first generation's levels are all new
+
+
+def test_progress_off_a_terminal_is_a_plain_line_per_chunk(tmp_path, tiny_ppo, capsys, monkeypatch):
+    """In a log file (stderr not a terminal) the host loop prints one line per chunk with
+    the step, env steps, steps/s and return; `PLAIN_PROGRESS_S` only thins out chunks that
+    come faster than it."""
+    from rlx import hostloop
+    from rlx.population import make_population
+    from rlx.train import Runner
+
+    agent, cfg, params = tiny_ppo
+    pop = make_population(cfg, seeds=[0, 1])
+    monkeypatch.setattr(hostloop, "PLAIN_PROGRESS_S", 0.0)
+    Runner(agent, pop, params, str(tmp_path / "run"), chunk_updates=2, devices=1, progress=True,
+           description="ppo test").run()  # fmt: skip
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ppo test:")]
+    total = agent.num_updates(cfg)
+    assert [ln.split()[3] for ln in lines] == [f"{u}/{total}" for u in range(2, total + 1, 2)]
+    steps_per_update = 2 * cfg.num_envs * cfg.num_steps  # both members
+    for i, ln in enumerate(lines):
+        assert f"env steps {steps_per_update * 2 * (i + 1):,}" in ln and " return " in ln
+    assert all("steps/s" in ln for ln in lines[1:])  # a rate needs two chunks
+    monkeypatch.setattr(hostloop, "PLAIN_PROGRESS_S", 3600.0)
+    Runner(agent, pop, params, str(tmp_path / "run2"), chunk_updates=2, devices=1, progress=True,
+           description="ppo test").run()  # fmt: skip
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("ppo test:")]
+    assert len(lines) == 1 and f"{total}/{total}" in lines[0]  # the last chunk always prints
