@@ -39,9 +39,10 @@ def pytest_configure(config):
     assert len(jax.devices()) == 8, "tests expect 8 fake CPU devices; was jax imported before conftest?"
 
 
-# Notebooks run top to bottom under nbmake; the default suite keeps one (it exercises the
-# injected-drift path of PPO and the ES meta-trainer), the rest run with -m slow.
-DEFAULT_NOTEBOOKS = {"meta_learning.ipynb"}
+# Notebooks run top to bottom under nbmake; the default suite keeps three (meta_learning
+# exercises the injected-drift path of PPO and the ES meta-trainer; ppo and dqn are the
+# quick tours), the rest run with -m slow.
+DEFAULT_NOTEBOOKS = {"meta_learning.ipynb", "ppo.ipynb", "dqn.ipynb"}
 
 
 def pytest_collection_modifyitems(config, items):
