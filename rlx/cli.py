@@ -95,13 +95,17 @@ def _trainer(argv: list[str]):
     return entry.load()[2]
 
 
+_LOG_HELP = "also log to these trackers, comma-separated: tensorboard, wandb, mlflow (pip install 'rlx[tracking]')"
+
+
 def add_run_flags(parser: argparse.ArgumentParser, default_out: str) -> None:
-    """The flags every trainer-kind driver shares: --seed, --set, --out, --resume, --no-progress."""
+    """The flags every trainer-kind driver shares: --seed, --set, --out, --resume, --no-progress, --log."""
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], help="learner field overrides, key=value")
     parser.add_argument("--out", help=f"run directory (default {default_out})")
     parser.add_argument("--resume", metavar="DIR", help="continue the run in DIR with the same settings")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--log", metavar="TRACKERS", default="", help=_LOG_HELP)
 
 
 def _flag_given(flag: str) -> bool:
@@ -153,8 +157,7 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
         s.add_argument("--eval-episodes", type=_nonnegative_int, default=16, help="deterministic evaluation episodes per member at the end (0: skip)")
         s.add_argument("--eval-every", type=_nonnegative_int, default=0, help="evaluate every N chunks into the eval_return column (0: only at the end); use it for long episodes, where few training episodes finish")
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
-        s.add_argument("--log", metavar="TRACKERS", default="",
-                       help="also log to these trackers, comma-separated: tensorboard, wandb, mlflow (pip install 'rlx[tracking]')")  # fmt: skip
+        s.add_argument("--log", metavar="TRACKERS", default="", help=_LOG_HELP)
         s.add_argument("--compile-cache", nargs="?", const="", metavar="DIR",
                        help="keep compiled programs in DIR (default $RLX_COMPILE_CACHE or ~/.cache/rlx/xla), "
                             "so a rerun of the same config skips most of the compile (rlx.use_compile_cache)")  # fmt: skip

@@ -79,6 +79,14 @@ def test_trainers_run_from_rlx_train_and_resume(tmp_path, capsys):
     es_out = str(tmp_path / "lpo")
     es = ["train", "lpo-es", "--generations", "2", "--population", "4", "--steps", "256", "--hidden", "4",
           "--eval-seeds", "0", "--no-progress", "--set", "num_envs=4", "num_steps=16", "num_minibatches=2"]  # fmt: skip
-    assert cli.main(es + ["--out", es_out]) == 0
-    assert read_metrics(os.path.join(es_out, "metrics.csv"))["generation"].tolist() == [0.0, 1.0]
+    assert cli.main(es + ["--out", es_out, "--log", "tensorboard"]) == 0
+    es_metrics = read_metrics(os.path.join(es_out, "metrics.csv"))
+    assert es_metrics["generation"].tolist() == [0.0, 1.0]
     assert {"mean.npz", "best.npz", "summary.json"} <= set(os.listdir(es_out))
+    pytest.importorskip("tensorboardX")
+    from tests.test_tracking import read_tensorboard
+
+    tb = os.path.join(es_out, "tensorboard")
+    (member_dir,) = [d for d in os.listdir(tb) if os.path.isdir(os.path.join(tb, d))]  # the trainer's one member
+    logged = read_tensorboard(os.path.join(tb, member_dir))
+    assert logged["fitness_mean"] == pytest.approx(dict(enumerate(es_metrics["fitness_mean"])), rel=1e-5)

@@ -355,9 +355,10 @@ class MetaTrainer:
         save_params(os.path.join(out_dir, "mean.npz"), self.strategy.get_mean(state))
         save_params(os.path.join(out_dir, "best.npz"), self._best(state))
 
-    def run(self, resume: bool = False) -> ESResult:
+    def run(self, resume: bool = False, trackers: Any = None) -> ESResult:
         """All generations on the host loop (`metrics.csv`, checkpoints, resume), then the
-        final ES mean scored on the evaluation keys."""
+        final ES mean scored on the evaluation keys. `trackers`: an `rlx.tracking.Trackers`
+        that receives every generation's metrics (its owner closes it)."""
         from rlx.hostloop import HostLoop
         from rlx.logging import read_metrics, write_json
 
@@ -366,7 +367,7 @@ class MetaTrainer:
                 self.on_generation(done - 1, {"generation": done - 1, **{n: v[0, -1].item() for n, v in metrics.items()}})
 
         loop = HostLoop(self, self.out_dir, progress=self.progress, description="ES", on_chunk=on_chunk,
-                        nan_advice="Lower sigma or lr, or check the inner runs.")  # fmt: skip
+                        trackers=trackers, nan_advice="Lower sigma or lr, or check the inner runs.")  # fmt: skip
         state, metrics, first, timings = loop.run(resume)
         final = None
         if self.es.eval_every:

@@ -43,8 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlx.agents.meta import drifts
     from rlx.agents.meta.es import ESConfig, MetaTask, MetaTrainer
     from rlx.config import apply_overrides
+    from rlx.tracking import Trackers
     from rlx.train import make_train
 
+    trackers = Trackers(args.log)  # checked now, built once the run is checked
     out = args.resume or args.out or "runs/lpo-es"
     init = drifts.init_params(args.drift, jax.random.key(args.seed), hidden=args.hidden, zero_head=True)
     base = apply_overrides(ppo.PPOConfig(), args.set).replace(total_steps=args.steps, drift=args.drift, drift_params=init)
@@ -54,9 +56,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         tasks.append(MetaTask(name, make_train(drifts.make_agent(env, base), base), base, env_params))
     es = ESConfig(population_size=args.population, generations=args.generations, sigma=args.sigma, lr=args.lr,
                   eval_seeds=max(args.eval_seeds, 1), eval_every=1 if args.eval_seeds else 0, seed=args.seed)  # fmt: skip
-    result = MetaTrainer(tasks, "drift_params", init, es, out_dir=out, progress=not args.no_progress).run(
-        resume=bool(args.resume)
-    )
+    with trackers:
+        result = MetaTrainer(tasks, "drift_params", init, es, out_dir=out, progress=not args.no_progress).run(
+            resume=bool(args.resume), trackers=trackers if trackers.names else None
+        )
     h = result.history
     print(f"{out}: {len(h['generation'])} generations; population fitness {h['fitness_mean'][0]:.4g} -> "
           f"{h['fitness_mean'][-1]:.4g}; the ES mean is in {out}/mean.npz")  # fmt: skip

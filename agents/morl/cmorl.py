@@ -455,14 +455,15 @@ def history_rows(columns: dict[str, np.ndarray]) -> list[dict]:
 def run(
     env, env_params, cfg: moppo.MOPPOConfig, ccfg: CMORLConfig, seed: int = 0, devices: int | None = None,
     on_round: Callable[[dict], None] | None = None, out_dir: str | None = None, resume: bool = False,
-    progress: bool = False,
+    progress: bool = False, trackers: Any = None,
 ) -> CMORLResult:
     """Run C-MORL on `env` (a vector-reward env with an `mo_spec`) from one seed.
 
     `cfg` is the MO-PPO learner (its `weights` and `barrier_threshold` are set here);
     `on_round(history_row)` is called after stage 1 and after every round. With `out_dir`,
     every stage is checkpointed (stage 1's Runner in `out_dir/stage1`) and `resume=True`
-    continues an interrupted run exactly."""
+    continues an interrupted run exactly. `trackers`: an `rlx.tracking.Trackers` that
+    receives every stage's metrics (its owner closes it)."""
     from rlx.hostloop import HostLoop
     from rlx.logging import read_metrics
 
@@ -472,7 +473,7 @@ def run(
         if on_round is not None:
             on_round(history_rows({"round": np.asarray([done - 1]), **{n: v[0] for n, v in metrics.items()}})[0])
 
-    loop = HostLoop(program, out_dir, progress=progress, description="C-MORL", on_chunk=on_chunk)
+    loop = HostLoop(program, out_dir, progress=progress, description="C-MORL", on_chunk=on_chunk, trackers=trackers)
     state, metrics, first, timings = loop.run(resume)
     if out_dir:
         columns = read_metrics(os.path.join(out_dir, "metrics.csv"))

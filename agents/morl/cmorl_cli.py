@@ -38,7 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rlx import envs
     from rlx.agents.morl import cmorl, moppo
     from rlx.config import apply_overrides
+    from rlx.tracking import Trackers
 
+    trackers = Trackers(args.log)  # checked now, built once the run is checked
     out = args.resume or args.out or "runs/cmorl"
     env, env_params = envs.make(args.env)
     d = getattr(env, "reward_dim", None)
@@ -48,8 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ccfg = apply_overrides(cmorl.CMORLConfig(), args.cmorl_set)
     if args.rounds is not None:
         ccfg = ccfg.replace(rounds=args.rounds)
-    result = cmorl.run(env, env_params, cfg, ccfg, seed=args.seed, devices=args.devices, out_dir=out,
-                       resume=bool(args.resume), progress=not args.no_progress)  # fmt: skip
+    with trackers:
+        result = cmorl.run(env, env_params, cfg, ccfg, seed=args.seed, devices=args.devices, out_dir=out,
+                           resume=bool(args.resume), progress=not args.no_progress,
+                           trackers=trackers if trackers.names else None)  # fmt: skip
     write_front(out, result, env.name)
     last = result.history[-1]
     print(f"{out}: {len(result.ids)} policies on the front after {len(result.history) - 1} rounds; "
