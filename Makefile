@@ -25,10 +25,12 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
+PUREJAXRL ?= $(PUREJAXRL_DIR)
 ## Benchmarks against peers in the same run; rejax is installed without its pinned deps.
+## PUREJAXRL=DIR (default $$PUREJAXRL_DIR): a PureJaxRL checkout to compare with; skipped without one.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps rejax==0.1.3
-	$(BIN)/python benchmarks/run_all.py
+	PUREJAXRL_DIR="$(PUREJAXRL)" $(BIN)/python benchmarks/run_all.py
 
 ## The docs site (guides and the API reference from the docstrings) in build/site; warnings are errors.
 docs: $(STAMP)

@@ -1,5 +1,8 @@
 """`make bench`: run every benchmark, each in its own process (its own jax and XLA
-flags), and collect their markdown tables into benchmarks/results/latest.md."""
+flags), and collect their markdown tables into benchmarks/results/latest.md.
+
+The PureJaxRL comparison imports an upstream checkout from $PUREJAXRL_DIR (`make bench
+PUREJAXRL=DIR` sets it); without one it records its one-line skip reason."""
 
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from rlx import usable_cpu_cores
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHES = [
     ("PPO on CartPole: rlx vs rejax", ["bench_ppo.py", "cartpole"]),
+    ("PPO on CartPole: rlx vs PureJaxRL, fresh process per repeat",
+     ["bench_purejaxrl.py", "--purejaxrl", os.environ.get("PUREJAXRL_DIR", "")]),
     ("PPO on brax inverted_pendulum: rlx vs brax.training", ["bench_ppo.py", "brax"]),
     ("Distributional value iteration", ["bench_ddp.py"]),
     ("SAC on Pendulum: rlx vs rejax", ["bench_sac.py", "--steps", "20000"]),
@@ -38,6 +43,8 @@ def main() -> int:
         print(f"== {title}", flush=True)
         proc = subprocess.run([sys.executable, script, *cmd[1:]], capture_output=True, text=True)
         tables = [ln for ln in proc.stdout.splitlines() if ln.startswith("|")]
+        if not tables:  # a bench that skips says why in one line
+            tables = [ln for ln in proc.stdout.splitlines() if ln.startswith("skipped:")]
         print("\n".join(tables) or proc.stdout[-2000:], flush=True)
         if proc.returncode:
             failed += 1
