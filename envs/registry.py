@@ -15,10 +15,13 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import importlib.util
 import inspect
 import warnings
 from collections.abc import Mapping
 from typing import Any, Callable
+
+from rlx.errors import RunError
 
 # Names are listed statically so errors and `rlx list` need no heavy import.
 GYMNAX_IDS = (
@@ -33,8 +36,10 @@ BRAX_IDS = (
     "ant", "fast", "halfcheetah", "hopper", "humanoid", "humanoidstandup",
     "inverted_double_pendulum", "inverted_pendulum", "pusher", "reacher", "swimmer", "walker2d",
 )  # fmt: skip
-# Packages that contribute `ENVS` dicts of our own environments.
-PROVIDERS = ("rlx.envs.mo", "rlx.envs.tabular", "rlx.envs.probe")
+# Packages that contribute `ENVS` dicts of our own environments, and our adapters of
+# suites that are optional extras (craftax/, xland/): those import their package only
+# when an env is made (`import_suite`).
+PROVIDERS = ("rlx.envs.mo", "rlx.envs.tabular", "rlx.envs.probe", "rlx.envs.craftax_adapter", "rlx.envs.xland_adapter")
 # Installed distributions add env suites through entry points in this group. Each entry
 # point names either a dict `{name: factory}` or a callable that calls `register`:
 #
@@ -49,6 +54,20 @@ class EnvArgumentError(TypeError, ValueError):
 
 class EnvEntryPointWarning(UserWarning):
     """An installed `rlx.envs` entry point failed to load; its envs are left out."""
+
+
+class EnvSuiteMissingError(RunError, ImportError):
+    """An env suite's package (an optional extra of rlx) is not installed."""
+
+
+def import_suite(module: str, extra: str, name: str) -> Any:
+    """Import `module` of an optional env suite for `name`; if its package is missing, an
+    EnvSuiteMissingError in one line naming the extra to install."""
+    package = module.split(".")[0]
+    if importlib.util.find_spec(package) is None:
+        raise EnvSuiteMissingError(f"{name} needs the {package} package, which is not installed: "
+                                   f"pip install 'rlx[{extra}]' (the versions in requirements.lock).")  # fmt: skip
+    return importlib.import_module(module)
 
 
 def forwards_kwargs(*targets: Callable, exclude: tuple[str, ...] = ()) -> Callable:
