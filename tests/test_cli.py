@@ -228,6 +228,7 @@ def test_one_cpu_device_per_usable_core_and_a_set_count_is_kept():
     assert kept.stdout.split()[0] == "3"
 
 
+@pytest.mark.slow  # two processes, each compiling: about 40 s on 2 cores
 def test_compile_cache_reruns_give_the_same_results(tmp_path):
     # A second process loads the compiled programs the first one stored, and must train
     # exactly as it did (the cache must not change results).

@@ -10,18 +10,28 @@ from rlx.envs.core import Box, Discrete
 from rlx.envs.wrappers import ClipAction, EpisodeStats, RescaleAction, TimeLimit, episode_summary
 
 # MNISTBandit downloads a data set at construction; brax envs other than `fast`
-# take 15-30 s each to compile on CPU, so they run in the slow suite.
+# take 15-30 s each to compile on CPU, and Craftax 30-120 s, so they run in the slow suite
+# (tests/test_env_suites.py runs check_env on Craftax-Classic in the default one).
 NEEDS_NETWORK = {"gymnax/MNISTBandit-bsuite"}
 FAST_BRAX = {"brax/fast"}
+# Suites from optional extras: skipped, with the extra to install, when their package is missing.
+SUITE_PACKAGES = {"craftax/": ("craftax", "craftax"), "xland/": ("xminigrid", "xland")}
 
 
 def registry_params():
+    import importlib.util
+
     out = []
     for name in envs.names():
         if name in NEEDS_NETWORK:
             continue
-        slow = name.startswith("brax/") and name not in FAST_BRAX
-        out.append(pytest.param(name, marks=[pytest.mark.slow] if slow else [], id=name))
+        marks = []
+        if (name.startswith("brax/") and name not in FAST_BRAX) or name.startswith("craftax/"):
+            marks.append(pytest.mark.slow)
+        for prefix, (package, extra) in SUITE_PACKAGES.items():
+            if name.startswith(prefix) and importlib.util.find_spec(package) is None:
+                marks.append(pytest.mark.skip(reason=f"{package} is not installed: pip install 'rlx[{extra}]'"))
+        out.append(pytest.param(name, marks=marks, id=name))
     return out
 
 
