@@ -211,7 +211,7 @@ def write(groups: Sequence[dict], out_dir: str) -> list[str]:
         f.write(buf.getvalue())
     write_json(paths[1], {"groups": plain})
     labels = [g["label"] or "all" for g in groups]
-    learning_curves(paths[2], {label: g["_curve"] for label, g in zip(labels, groups)}, title="final return by group")
+    learning_curves(paths[2], {label: g["_curve"] for label, g in zip(labels, groups)}, title="training episode return by group")
     aggregate_intervals(paths[3], labels, [g["train"] for g in groups], xlabel="final training return")
     return paths
 
