@@ -69,6 +69,29 @@ def as_tuple(x) -> Any:
     return float(x) if x.ndim == 0 else tuple(float(v) for v in x.reshape(-1))
 
 
+class SuiteEnv:
+    """Base class of the adapters of other JAX suites (Craftax, XLand-MiniGrid): the
+    upstream env, its id within `family`, and its default params. Subclasses write
+    `reset`, `step` and the spaces."""
+
+    family = ""
+    #: `None` for scalar rewards; `d` for vector rewards of shape `(d,)`.
+    reward_dim: int | None = None
+
+    def __init__(self, env: Any, env_id: str, params: Any):
+        self._env = env
+        self.env_id = env_id
+        self._params = params
+
+    @property
+    def name(self) -> str:
+        return f"{self.family}/{self.env_id}"
+
+    @property
+    def default_params(self) -> Any:
+        return self._params
+
+
 class Environment:
     """Base class for rlx's own JAX environments.
 

@@ -29,7 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rlx.envs.core import Box, Discrete, select_tree
+from rlx.envs.core import Box, Discrete, SuiteEnv, select_tree
 
 EXTRA = "craftax"
 # The upstream ids (symbolic observations), as `craftax/<id>`.
@@ -55,24 +55,11 @@ def _strong(tree: Any) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.asarray(x).dtype), tree)
 
 
-class CraftaxEnv:
+class CraftaxEnv(SuiteEnv):
     """A Craftax env (no upstream auto-reset) with rlx's auto-reset, `terminated` for the
     end of the game and `truncated` for `params.max_timesteps`."""
 
-    reward_dim = None
-
-    def __init__(self, env: Any, env_id: str, params: Any):
-        self._env = env
-        self.env_id = env_id
-        self._params = params
-
-    @property
-    def name(self) -> str:
-        return f"craftax/{self.env_id}"
-
-    @property
-    def default_params(self) -> Any:
-        return self._params
+    family = "craftax"
 
     @property
     def episode_length(self) -> int:

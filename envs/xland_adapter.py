@@ -35,7 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from rlx.envs.core import Box, Discrete, select_tree
+from rlx.envs.core import Box, Discrete, SuiteEnv, select_tree
 from rlx.errors import RunError
 
 EXTRA = "xland"
@@ -57,23 +57,10 @@ class XLandBenchmarkMissingError(RunError, FileNotFoundError):
     """An XLand-MiniGrid benchmark is not in xminigrid's data folder (it would be downloaded)."""
 
 
-class XLandEnv:
+class XLandEnv(SuiteEnv):
     """An XLand-MiniGrid env with rlx's auto-reset; the state is upstream's `TimeStep`."""
 
-    reward_dim = None
-
-    def __init__(self, env: Any, env_id: str, params: Any):
-        self._env = env
-        self.env_id = env_id
-        self._params = params
-
-    @property
-    def name(self) -> str:
-        return f"xland/{self.env_id}"
-
-    @property
-    def default_params(self) -> Any:
-        return self._params
+    family = "xland"
 
     @property
     def xminigrid_env(self) -> Any:
