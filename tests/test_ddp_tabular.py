@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rlx import distributional as dist
 from rlx.agents.ddp import objectives as O
@@ -390,3 +392,37 @@ def test_exact_return_laws_live_on_the_brute_force_returns():
         support = np.asarray(grid.atoms)[law > 1e-9]
         assert np.isin(support, reachable).all(), sorted(set(support) - set(reachable))
         assert len(support) > 1
+
+
+@st.composite
+def _small_integer_mdp(draw):
+    """2 states and 2 actions, 2 integer reward outcomes in [-2, 2] per (s, a), random
+    rational transition and outcome probabilities, state 1 terminal or not."""
+    weights = st.integers(1, 4)
+    P = np.array(draw(st.lists(weights, min_size=8, max_size=8)), np.float64).reshape(2, 2, 2)
+    P /= P.sum(-1, keepdims=True)
+    values = np.array(draw(st.lists(st.integers(-2, 2), min_size=8, max_size=8)), np.float64).reshape(2, 2, 2)
+    probs = np.array(draw(st.lists(weights, min_size=8, max_size=8)), np.float64).reshape(2, 2, 2)
+    probs /= probs.sum(-1, keepdims=True)
+    terminal = [False, draw(st.booleans())]
+    return dict(transitions=P, reward_values=values, reward_probs=probs, terminal=terminal)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(_small_integer_mdp(), st.sampled_from([0.1, 0.3, 0.5, 0.8, 1.0]), st.integers(-3, 3),
+       st.integers(-5, -4), st.integers(-10, -8))
+def test_exact_dvi_equals_enumerating_history_dependent_policies(arrays, tau, theta, v_min, c_min):
+    """Property: on random 2-state MDPs at H = 2, exact-mode DVI on an integer grid from
+    `make_grid` (random integer ends) gives the same CVaR_tau and P(G >= theta) as listing
+    every history-dependent deterministic policy and taking the best exact law."""
+    with jax.enable_x64(True):
+        mdp = make_mdp(**arrays)
+        # Returns lie in [-4, 4]; the stocks c0 + G the policies meet lie in [-8, 8]. The
+        # grids' ends move, their sizes don't (one compile).
+        grid = T.make_grid(v_min, v_min + 9, 10, c_min, c_min + 18, 19)
+        _, cvar_value, _ = T.solve(mdp, O.cvar(tau), grid, 1.0, horizon=2, exact=True)
+        _, reach, _ = T.solve(mdp, O.threshold(float(theta)), grid, 1.0, horizon=2, exact=True)
+        best_cvar = oracle.best_by_enumeration(mdp, lambda g, p: oracle.cvar_numpy(g, p, tau), 1.0, 2)
+        best_reach = oracle.best_by_enumeration(mdp, lambda g, p: float(p @ (g >= theta)), 1.0, 2)
+    assert abs(float(cvar_value) - best_cvar) < 1e-12, (tau, float(cvar_value), best_cvar)
+    assert abs(float(reach) - best_reach) < 1e-12, (theta, float(reach), best_reach)
