@@ -16,6 +16,7 @@ from rlx import usable_cpu_cores
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHES = [
+    ("Start-up of rlx train: the time to the first update, by phase", ["bench_startup.py"]),
     ("PPO on CartPole: rlx vs rejax", ["bench_ppo.py", "cartpole"]),
     ("PPO on CartPole: rlx vs PureJaxRL, fresh process per repeat",
      ["bench_purejaxrl.py", "--purejaxrl", os.environ.get("PUREJAXRL_DIR", "")]),

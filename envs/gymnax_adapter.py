@@ -69,6 +69,13 @@ class GymnaxEnv:
 def make_gymnax(env_id: str, **kwargs) -> tuple[GymnaxEnv, Any]:
     """`gymnax/ENV_ID`: the gymnax env and its default params; keyword arguments go to
     `gymnax.make`."""
+    from rlx.lazy import defer_import
+
+    # gymnax's __init__ imports every env, and its misc/pong.py imports seaborn and
+    # matplotlib.pyplot at module level for rendering only: seconds of every run's
+    # start (benchmarks/bench_startup.py). They load when first used instead.
+    for heavy in ("seaborn", "matplotlib.pyplot"):
+        defer_import(heavy)
     import gymnax
 
     env, params = gymnax.make(env_id, **kwargs)

@@ -661,7 +661,24 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux: from /proc; None elsewhere), to time
+    the interpreter's start and the imports before `main` runs."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith("btime"))
+        return time.time() - (boot + float(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
 def _train(args: argparse.Namespace, spec: dict | None) -> int:
+    # The start-up split (summary.json "timings"."startup"): where the time before the
+    # first update goes.
+    # Python's start, rlx's and the agent's imports, and parsing the command line:
+    startup = {"python_imports_and_parsing_s": process_age_s()}
     from rlx import config as config_lib
     from rlx import envs
 
@@ -705,7 +722,10 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
     from rlx.train import Runner
 
     trackers = Trackers(args.log)  # names and packages checked now; built once the run is checked
-    env, env_params = envs.make(env_name, **env_kwargs)
+    t = time.perf_counter()
+    env, env_params = envs.make(env_name, **env_kwargs)  # imports the env's suite
+    startup["env_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     pop = pop_lib.make_population(cfg, seeds, grid)
     size = len(pop.members)
     devices = args.devices
@@ -730,11 +750,13 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         eval_env=env, eval_episodes=max(1, eval_episodes), eval_every=eval_every,
         map_batch_size=map_batch_size, run_spec=run_spec, trackers=trackers if trackers.names else None,
     )  # fmt: skip
+    startup["agent_and_runner_s"] = time.perf_counter() - t
     if is_main():
         print(f"rlx: {args.algo} on {env_name}: {size} members x {num_updates} updates on {n_dev} device(s) -> {out_dir}")
     _RUN["dir"] = out_dir
     with trackers:
         result = runner.run(resume=spec is not None)
+        result.timings["startup"] = _startup_line(startup, result.timings)
         from rlx import faults
 
         faults.point("run.finished")
@@ -749,6 +771,19 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
                 if os.path.exists(os.path.join(out_dir, f"{name}.png")):
                     trackers.log_image(name, os.path.join(out_dir, f"{name}.png"), last)
     return 0
+
+
+def _startup_line(startup: dict, timings: dict) -> dict:
+    """Print where the time before the first update went; returns the split with `init_s`
+    and `compile_s` (every chunk size's compile) added."""
+    from rlx.distributed import is_main
+
+    split = {**startup, "init_s": timings["init_s"], "compile_s": timings["compile_s"]}
+    if is_main():
+        known = {k: v for k, v in split.items() if v is not None}
+        parts = ", ".join(f"{k[:-2].replace('_', ' ')} {v:.1f}s" for k, v in known.items())
+        print(f"start-up {sum(known.values()):.1f}s: {parts}")
+    return split
 
 
 def _print_groups(members, swept, final, eval_return, pop) -> list[dict]:

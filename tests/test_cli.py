@@ -31,7 +31,13 @@ def test_train_writes_every_output_and_resumes(tmp_path):
     m = read_metrics(os.path.join(out, "metrics.csv"))
     assert {"seed", "env_steps", "episode_return", "update_index", "loss"} <= set(m)
     assert len(m["update_index"]) == 2 * 6 and sorted(set(m["seed"])) == [0.0, 1.0]
-    assert len(json.load(open(os.path.join(out, "summary.json")))["eval_return"]) == 2
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert len(summary["eval_return"]) == 2
+    # The start-up split: every phase before the first update, each a time >= 0 (the
+    # process's age is read from /proc on Linux; in-process here, it is the test's).
+    startup = summary["timings"]["startup"]
+    assert set(startup) == {"python_imports_and_parsing_s", "env_s", "agent_and_runner_s", "init_s", "compile_s"}
+    assert all(v is None or v >= 0 for v in startup.values()) and startup["compile_s"] > 0
     # evaluation after chunks 2 and 3 (the last) of 3 chunks of 2 updates: rows 3 and 5 per member
     evaluated = np.flatnonzero(np.isfinite(m["eval_return"]))
     for member in (0, 1):
