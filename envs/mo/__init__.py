@@ -11,6 +11,7 @@ registry (`rlx.envs.registry`) merges it.
 
 from rlx.envs.mo.deep_sea_treasure import DeepSeaTreasure, DSTParams, make_deep_sea_treasure
 from rlx.envs.mo.fruit_tree import FruitTree, make_fruit_tree
+from rlx.envs.mo.minecart import Minecart, make_minecart
 from rlx.envs.mo.resource_gathering import ResourceGathering, make_resource_gathering
 from rlx.envs.mo.spec import MOSpec
 from rlx.envs.registry import forwards_kwargs
@@ -25,6 +26,7 @@ ENVS = {
     "rlx/deep-sea-treasure": make_deep_sea_treasure,
     "rlx/deep-sea-treasure-concave": _dst_concave,
     "rlx/fruit-tree": make_fruit_tree,
+    "rlx/minecart": make_minecart,
     "rlx/resource-gathering": make_resource_gathering,
 }
 
@@ -33,8 +35,10 @@ __all__ = [
     "MOSpec",
     "DeepSeaTreasure",
     "FruitTree",
+    "Minecart",
     "ResourceGathering",
     "make_deep_sea_treasure",
     "make_fruit_tree",
+    "make_minecart",
     "make_resource_gathering",
 ]
