@@ -146,3 +146,30 @@ def test_learns_most_of_deep_sea_treasure_ccs_hypervolume():
         treasures = np.unique(np.round(front[front[:, 0] > 0, 0], 1))
         print(f"HV fraction {fraction:.3f}, treasures {treasures}")
         assert fraction >= MIN_HV_FRACTION and len(treasures) >= 2
+
+
+def _hpo_experiment():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "morl", "hpo", "envelope_minecart.py")
+    spec = importlib.util.spec_from_file_location("_envelope_minecart_hpo", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hpo_experiment_defaults_and_space_are_morl_baselines():
+    """The 'default' arm is EnvelopeConfig's defaults (MORL-Baselines'), and at the
+    paper's budget the space is envelope.yaml's ranges unscaled."""
+    x = _hpo_experiment()
+    cfg = E.EnvelopeConfig()
+    for name, value in x.DEFAULT.items():
+        if name not in ("eps_decay_steps",):  # with eps_start = eps_end, the decay length is moot
+            assert getattr(cfg, name) == value, name
+    space = x.space_for(100_000)
+    assert {k: (p.low, p.high) for k, p in space.items()} == {n: (lo, hi) for n, lo, hi, _ in x.SPACE_SPEC}
+    assert space["lr"].high == 1e-3 and space["target_update_period"].high == 1e4
+    small = x.space_for(10_000)
+    assert small["eps_decay_steps"].high == 1e4 and small["target_update_period"].high == 1e3
+    assert x._rounded({"eps_decay_steps": 12.6, "lr": 1.5e-4}) == {"eps_decay_steps": 13.0, "lr": 1.5e-4}
