@@ -7,15 +7,19 @@ import pytest
 
 from rlx import envs
 from rlx.envs.core import Box, Discrete
+from rlx.envs.playground_adapter import DOWNLOADS
 from rlx.envs.wrappers import ClipAction, EpisodeStats, RescaleAction, TimeLimit, episode_summary
 
-# MNISTBandit downloads a data set at construction; brax envs other than `fast`
-# take 15-30 s each to compile on CPU, and Craftax 30-120 s, so they run in the slow suite
-# (tests/test_env_suites.py runs check_env on Craftax-Classic in the default one).
-NEEDS_NETWORK = {"gymnax/MNISTBandit-bsuite"}
+# MNISTBandit downloads a data set at construction, and Playground's Menagerie envs are
+# refused (their assets would be downloaded); brax envs other than `fast` take 15-30 s each
+# to compile on CPU, Craftax 30-120 s, Playground (MJX) 20-60 s, and Jumanji 3-15 s, so they
+# run in the slow suite (tests/test_env_suites.py, test_jumanji.py and test_playground.py
+# check one env of each suite in the default one).
+NEEDS_NETWORK = {"gymnax/MNISTBandit-bsuite", *(f"playground/{i}" for i in DOWNLOADS)}
 FAST_BRAX = {"brax/fast"}
 # Suites from optional extras: skipped, with the extra to install, when their package is missing.
-SUITE_PACKAGES = {"craftax/": ("craftax", "craftax"), "xland/": ("xminigrid", "xland")}
+SUITE_PACKAGES = {"craftax/": ("craftax", "craftax"), "xland/": ("xminigrid", "xland"),
+                  "jumanji/": ("jumanji", "jumanji"), "playground/": ("mujoco_playground", "playground")}
 
 
 def registry_params():
@@ -26,7 +30,7 @@ def registry_params():
         if name in NEEDS_NETWORK:
             continue
         marks = []
-        if (name.startswith("brax/") and name not in FAST_BRAX) or name.startswith("craftax/"):
+        if (name.startswith("brax/") and name not in FAST_BRAX) or name.startswith(("craftax/", "jumanji/", "playground/")):
             marks.append(pytest.mark.slow)
         for prefix, (package, extra) in SUITE_PACKAGES.items():
             if name.startswith(prefix) and importlib.util.find_spec(package) is None:
