@@ -18,10 +18,13 @@ preference per episode, drawn at its start, ε-greedy on `ω·Q(s, ω)`.
 Defaults follow MORL-Baselines' `Envelope.__init__`
 (`morl_baselines/multi_policy/envelope/envelope.py`, lines 88–110 at commit
 a8acdbba, 2026-07-29): lr 3e-4, ε 0.01 throughout, τ 1 with a target copy every
-200 steps (soft updates every step when τ ≠ 1, its line 331), buffer 1e6, 256×4 MLP,
+200 steps (soft updates every step when τ ≠ 1, lines 336–337), buffer 1e6, 256×4 MLP,
 batch 256, 100 random warm-up steps, 1 gradient step per env step, γ 0.99, gradient
 clip 1.0, 4 sampled preferences, λ 0 → 1 with no decay (so λ stays 0). Preferences
 are `|N(0, I)|` normalised to the simplex, as its `random_weights(dist="gaussian")`.
+The loss is its lines 307–313; the envelope target its `envelope_target`. Upstream
+counts the target period in env steps and updates once per env step; here it counts
+gradient steps (the same with one env and one gradient step per env step).
 Not implemented: prioritised replay (upstream's default `per=True`); the buffer
 here is uniform.
 
