@@ -104,6 +104,8 @@ def sample_preferences(key: jax.Array, n: int, d: int) -> jax.Array:
 
 @struct.dataclass
 class PreferenceState:
+    """A `PreferenceEnv` state: the inner env's state and this episode's ω `[d]`."""
+
     inner: Any
     weights: jax.Array  # [d] the preference this episode follows
 
@@ -286,6 +288,8 @@ def learn_step(loss_fn: Callable, buffer: replay.ReplayState, key: jax.Array, on
 
 
 def transition_spec(obs_dim: int, d: int) -> replay.Transition:
+    """The replay buffer's item: obs `[obs_dim + d]` (state and ω), action `[]`, vector
+    reward `[d]`, next obs `[obs_dim + d]`, terminated and truncated flags `[]`."""
     s, f = jax.ShapeDtypeStruct, jnp.float32
     return replay.Transition(s((obs_dim + d,), f), s((), jnp.int32), s((d,), f), s((obs_dim + d,), f),
                              s((), jnp.bool_), s((), jnp.bool_))  # fmt: skip
