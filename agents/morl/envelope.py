@@ -265,7 +265,8 @@ def learn_step(loss_fn: Callable, buffer: replay.ReplayState, key: jax.Array, on
                opt_state: Any, update_step: jax.Array, cfg: EnvelopeConfig, c: EnvelopeConfig):  # fmt: skip
     """`cfg.gradient_steps` gradient steps on fresh minibatches; after each the target
     moves by τ when τ < 1, or is copied every `target_update_period` steps when τ = 1.
-    `loss_fn(online, target, mb, key)`. Returns `(online, target, opt_state, stats)`."""
+    `update_step` (scalar int32) counts updates so far. `loss_fn(online, target, mb, key)`.
+    Returns `(online, target, opt_state, stats)`, stats leaves `[gradient_steps]`."""
     opt = dqn.make_optimizer(cfg, c)
     n = cfg.gradient_steps
 
