@@ -39,7 +39,8 @@ BRAX_IDS = (
 # Packages that contribute `ENVS` dicts of our own environments, and our adapters of
 # suites that are optional extras (craftax/, xland/): those import their package only
 # when an env is made (`import_suite`).
-PROVIDERS = ("rlx.envs.mo", "rlx.envs.tabular", "rlx.envs.probe", "rlx.envs.craftax_adapter", "rlx.envs.xland_adapter")
+PROVIDERS = ("rlx.envs.mo", "rlx.envs.tabular", "rlx.envs.probe", "rlx.envs.craftax_adapter", "rlx.envs.xland_adapter",
+             "rlx.envs.mujoco", "rlx.envs.jumanji_adapter", "rlx.envs.playground_adapter")
 # Installed distributions add env suites through entry points in this group. Each entry
 # point names either a dict `{name: factory}` or a callable that calls `register`:
 #

@@ -12,14 +12,15 @@ from rlx.envs.wrappers import ClipAction, EpisodeStats, RescaleAction, TimeLimit
 
 # MNISTBandit downloads a data set at construction, and Playground's Menagerie envs are
 # refused (their assets would be downloaded); brax envs other than `fast` take 15-30 s each
-# to compile on CPU, Craftax 30-120 s, Playground (MJX) 20-60 s, and Jumanji 3-15 s, so they
-# run in the slow suite (tests/test_env_suites.py, test_jumanji.py and test_playground.py
-# check one env of each suite in the default one).
+# to compile on CPU, Craftax 30-120 s, Playground and mujoco/ (MJX) 20-180 s, and Jumanji 3-15 s, so they
+# run in the slow suite (tests/test_env_suites.py, test_jumanji.py, test_playground.py and
+# test_mujoco.py check one env of each suite in the default one).
 NEEDS_NETWORK = {"gymnax/MNISTBandit-bsuite", *(f"playground/{i}" for i in DOWNLOADS)}
 FAST_BRAX = {"brax/fast"}
 # Suites from optional extras: skipped, with the extra to install, when their package is missing.
 SUITE_PACKAGES = {"craftax/": ("craftax", "craftax"), "xland/": ("xminigrid", "xland"),
-                  "jumanji/": ("jumanji", "jumanji"), "playground/": ("mujoco_playground", "playground")}
+                  "jumanji/": ("jumanji", "jumanji"), "playground/": ("mujoco_playground", "playground"),
+                  "mujoco/": ("mujoco", "mujoco")}
 
 
 def registry_params():
@@ -30,7 +31,7 @@ def registry_params():
         if name in NEEDS_NETWORK:
             continue
         marks = []
-        if (name.startswith("brax/") and name not in FAST_BRAX) or name.startswith(("craftax/", "jumanji/", "playground/")):
+        if (name.startswith("brax/") and name not in FAST_BRAX) or name.startswith(("craftax/", "jumanji/", "playground/", "mujoco/")):
             marks.append(pytest.mark.slow)
         for prefix, (package, extra) in SUITE_PACKAGES.items():
             if name.startswith(prefix) and importlib.util.find_spec(package) is None:

@@ -16,7 +16,8 @@ What gymnasium does, and so what these do:
   external contact forces in the observation and the contact cost); reset does not, so
   its first observation's contact forces are zeros.
 - reset starts from fresh data, adds noise to `qpos0` and to zero velocities, and runs
-  `mj_forward`.
+  `mj_forward`, which leaves the noisy (unnormalized) quaternion of Ant's free joint in
+  qpos and so in the first observation.
 
 Where MJX and MuJoCo C differ: for a capsule steeper than 60 degrees to the floor, MJX's
 contact frame is a fixed axis, while MuJoCo C aligns it with the capsule; with pyramidal
@@ -224,8 +225,12 @@ class MujocoEnv(Environment):
     def state_from(self, qpos: jax.Array, qvel: jax.Array) -> MujocoState:
         """The state at `qpos` `[nq]`, `qvel` `[nv]` after gymnasium's `set_state` (fresh data, `mj_forward`)."""
         dtype = self._fresh.qpos.dtype
-        data = self._fresh.replace(qpos=jnp.asarray(qpos, dtype), qvel=jnp.asarray(qvel, dtype))
-        return MujocoState(_same_dtypes(self._mjx.forward(self.mjx_model, data), data), jnp.zeros((), jnp.int32))
+        qpos = jnp.asarray(qpos, dtype)
+        data = self._fresh.replace(qpos=qpos, qvel=jnp.asarray(qvel, dtype))
+        # mjx's kinematics writes normalized quaternions back into qpos, mj_forward does not:
+        # keep the noisy qpos (Ant's first observation shows its unnormalized quaternion).
+        data = self._mjx.forward(self.mjx_model, data).replace(qpos=qpos)
+        return MujocoState(_same_dtypes(data, self._fresh), jnp.zeros((), jnp.int32))
 
     def simulate(self, data: Any, action: jax.Array) -> Any:
         """`data` after `frame_skip` physics steps with `ctrl = action` `[nu]`."""
