@@ -163,7 +163,7 @@ def make_playground(env_id: str, episode_length: int | None = None, impl: str = 
         raise PlaygroundAssetsError(
             f"{name} loads its robot model from MuJoCo Menagerie, which mujoco_playground clones from GitHub at "
             "run time, and rlx does not download assets; only the DM Control Suite envs, whose models ship "
-            "in the playground wheel, are adapted (rlx list shows them as playground/<name>)."
+            "in the playground wheel, are adapted (the ids in rlx.envs.playground_adapter.IDS)."
         )
     if impl not in IMPLS:
         raise ValueError(f"{name}: impl {impl!r} is invalid: accepted values are {', '.join(IMPLS)}.")
