@@ -105,6 +105,7 @@ def refuse_to_compile(monkeypatch):
 
 
 # -- sweeps over devices and over static fields --------------------------------------------
+@pytest.mark.slow  # 45-75 s; test_ppo.py's population on 8 devices = 1 device runs by default
 def test_sweep_on_8_devices_equals_1_device(tmp_path):
     """The same sweep spread over 8 fake devices and on 1 device: identical metrics."""
     base = ["sweep", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", "4", "--grid", "lr=1e-3,3e-3", "--no-progress",
