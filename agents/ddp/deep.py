@@ -594,3 +594,28 @@ def select_c0(value_fn: Callable, params: DDPParams, cfg: DDPConfig, env: Any, e
     v = start_values(value_fn, params, cfg, env, env_params, key, c0s, num_starts)
     scores = -c0s + v / tau
     return c0s[jnp.argmax(scores)], scores
+
+
+def greedy_table(value_fn: Callable, params: DDPParams, cfg: DDPConfig, num_states: int, stocks: jax.Array,
+                 horizon: int) -> jax.Array:
+    """The network's greedy action at every (time t, state s, stock `stocks[j]`) of a
+    tabular env (one-hot observations, `rlx.envs.tabular.to_env`): `[H, S, J]` int32,
+    the policy `tabular.evaluate_policy` takes. With integer rewards, gamma = 1 and an
+    integer c_0 the stocks an episode meets are integers, so on an integer stock grid
+    this is exactly the policy the agent plays. Jittable and vmappable over params/cfg."""
+    J = stocks.shape[0]
+    t, s, j = np.meshgrid(np.arange(horizon), np.arange(num_states), np.arange(J), indexing="ij")
+    obs = {"obs": jnp.eye(num_states, dtype=jnp.float32)[s.ravel()],
+           "stock": jnp.asarray(stocks, jnp.float32)[j.ravel()],
+           "time_to_go": jnp.asarray(horizon - t.ravel(), jnp.int32)}
+    return jnp.argmax(value_fn(params, obs, cfg), -1).reshape(horizon, num_states, J).astype(jnp.int32)
+
+
+def exact_return_law(mdp: Any, policy: jax.Array, grid: Any, c0: Any, horizon: int) -> jax.Array:
+    """The exact law of the undiscounted return G `[M]` (on `grid.atoms`) of a
+    stock-augmented `policy: [H, S, J]` started at stock `c0` from the MDP's start
+    distribution: tabular policy evaluation, no sampling."""
+    from rlx.agents.ddp import tabular
+
+    nu = tabular.evaluate_policy(mdp, policy, grid, 1.0, horizon=horizon)
+    return tabular.start_distribution(mdp, nu, grid, c0)
