@@ -17,39 +17,7 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-from rlx import envs
-
-
-def bench_mjx(name: str, num_envs: int, steps: int, repeats: int = 2) -> dict:
-    env, params = envs.make(f"mujoco/{name}")
-    space = env.action_space(params)
-
-    def run(key):
-        k_reset, k_run = jax.random.split(key)
-        _, state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, num_envs), params)
-
-        def body(state, k):
-            k_act, k_env = jax.random.split(k)
-            action = jax.vmap(space.sample)(jax.random.split(k_act, num_envs))
-            _, state, reward, *_ = jax.vmap(env.step, (0, 0, 0, None))(jax.random.split(k_env, num_envs), state,
-                                                                       action, params)  # fmt: skip
-            return state, reward.sum()
-
-        return jax.lax.scan(body, state, jax.random.split(k_run, steps))[1].sum()
-
-    key = jax.random.key(0)
-    start = time.perf_counter()
-    compiled = jax.jit(run).lower(key).compile()
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(key))
-        times.append(time.perf_counter() - start)
-    return {"system": f"rlx MJX ({jax.default_backend()})", "envs": num_envs, "compile_s": compile_s,
-            "steps_per_s": num_envs * steps / min(times)}  # fmt: skip
+from timing import env_alone, throughput_table
 
 
 def bench_gymnasium(name: str, num_envs: int, steps: int) -> dict:
@@ -68,13 +36,6 @@ def bench_gymnasium(name: str, num_envs: int, steps: int) -> dict:
             "steps_per_s": num_envs * steps / seconds}  # fmt: skip
 
 
-def table(name: str, rows: list[dict]) -> str:
-    lines = [f"### {name}", "", "| system | envs | compile (s) | env-steps/s |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['system']} | {r['envs']} | {r['compile_s']:.1f} | {r['steps_per_s']:,.0f} |")
-    return "\n".join(lines)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="Hopper-v5", help="comma-separated gymnasium v5 ids")
@@ -87,10 +48,10 @@ def main():
     for name in args.tasks.split(","):
         rows = []
         for n in sizes:
-            rows.append(bench_mjx(name, n, args.steps))
+            rows.append(env_alone(f"mujoco/{name}", n, args.steps, f"rlx MJX ({jax.default_backend()})"))
             if not args.no_gymnasium:
                 rows.append(bench_gymnasium(name, n, args.steps))
-        print(table(name, rows), flush=True)
+        print(throughput_table(name, rows), flush=True)
 
 
 if __name__ == "__main__":

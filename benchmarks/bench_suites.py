@@ -14,47 +14,10 @@ Playground trains). Both run on whatever device JAX picks. Prints a markdown tab
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
-
-from rlx import envs
-
-
-def timed(run, repeats: int = 2) -> tuple[float, float]:
-    """(compile seconds, best run seconds) of `run(key)`."""
-    key = jax.random.key(0)
-    start = time.perf_counter()
-    compiled = jax.jit(run).lower(key).compile()
-    compile_s = time.perf_counter() - start
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(key))
-        times.append(time.perf_counter() - start)
-    return compile_s, min(times)
-
-
-def bench_rlx(name: str, num_envs: int, steps: int) -> dict:
-    env, params = envs.make(name)
-    space = env.action_space(params)
-
-    def run(key):
-        k_reset, k_run = jax.random.split(key)
-        _, state = jax.vmap(env.reset, (0, None))(jax.random.split(k_reset, num_envs), params)
-
-        def body(state, k):
-            k_act, k_env = jax.random.split(k)
-            action = jax.vmap(space.sample)(jax.random.split(k_act, num_envs))
-            _, state, reward, *_ = jax.vmap(env.step, (0, 0, 0, None))(jax.random.split(k_env, num_envs), state,
-                                                                       action, params)  # fmt: skip
-            return state, reward.sum()
-
-        return jax.lax.scan(body, state, jax.random.split(k_run, steps))[1].sum()
-
-    compile_s, run_s = timed(run)
-    return {"system": f"rlx {name}", "envs": num_envs, "compile_s": compile_s, "steps_per_s": num_envs * steps / run_s}
+from timing import best_of, env_alone, throughput_table
 
 
 def bench_jumanji_upstream(env_id: str, num_envs: int, steps: int) -> dict:
@@ -75,7 +38,7 @@ def bench_jumanji_upstream(env_id: str, num_envs: int, steps: int) -> dict:
 
         return jax.lax.scan(body, state, jax.random.split(k_run, steps))[1].sum()
 
-    compile_s, run_s = timed(lambda key: run(jax.random.key_data(key)))
+    compile_s, run_s = best_of(lambda key: run(jax.random.key_data(key)))
     return {"system": f"Jumanji {env_id}, AutoResetWrapper + vmap", "envs": num_envs, "compile_s": compile_s,
             "steps_per_s": num_envs * steps / run_s}  # fmt: skip
 
@@ -96,16 +59,9 @@ def bench_playground_upstream(env_id: str, num_envs: int, steps: int) -> dict:
 
         return jax.lax.scan(body, state, jax.random.split(k_run, steps))[1].sum()
 
-    compile_s, run_s = timed(lambda key: run(jax.random.key_data(key)))
+    compile_s, run_s = best_of(lambda key: run(jax.random.key_data(key)))
     return {"system": f"Playground {env_id}, wrap_for_brax_training", "envs": num_envs, "compile_s": compile_s,
             "steps_per_s": num_envs * steps / run_s}  # fmt: skip
-
-
-def table(title: str, rows: list[dict]) -> str:
-    lines = [f"### {title}", "", "| system | envs | compile (s) | env-steps/s |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['system']} | {r['envs']} | {r['compile_s']:.1f} | {r['steps_per_s']:,.0f} |")
-    return "\n".join(lines)
 
 
 def main():
@@ -124,10 +80,10 @@ def main():
         env_id = getattr(args, suite)
         rows = []
         for n in sizes:
-            rows.append(bench_rlx(f"{suite}/{env_id}", n, args.steps))
+            rows.append(env_alone(f"{suite}/{env_id}", n, args.steps))
             if args.upstream:
                 rows.append(upstream[suite](env_id, n, args.steps))
-        print(table(f"{suite}/{env_id}, {args.steps} steps", rows), flush=True)
+        print(throughput_table(f"{suite}/{env_id}, {args.steps} steps", rows), flush=True)
 
 
 if __name__ == "__main__":
