@@ -69,6 +69,21 @@ class Experiment:
     error: str | None = None
 
 
+def write_csv(path: str, rows: list[dict]) -> None:
+    """Write `rows` to `path` as CSV, atomically: the columns are the union of the rows'
+    keys in first-seen order (a missing cell is empty), floats to 6 significant digits."""
+    import csv
+
+    from rlx.runfiles import atomic_open
+
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with atomic_open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+
+
 def repo_root() -> str:
     """The folder holding `experiments/`: RLX_ROOT, else this checkout, else the cwd."""
     if os.environ.get("RLX_ROOT"):

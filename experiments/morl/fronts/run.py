@@ -12,7 +12,6 @@ IGD and the number of true points found.
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 
@@ -22,7 +21,7 @@ import numpy as np
 from rlx import envs
 from rlx.agents.morl import cmorl, moppo
 from rlx.agents.morl import indicators as ind
-from rlx.experiments import main
+from rlx.experiments import main, write_csv
 
 META = dict(
     name="morl-fronts",
@@ -141,7 +140,7 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
             if seed == 0:
                 fronts[name] = dict(cmorl=result.points, linear=linear_front, true=true_front,
                                     history=result.history, linear_hv=rows[-1]["hypervolume"], d=d)  # fmt: skip
-    _write_csv(rows, os.path.join(out_dir, f"{META['name']}.csv"))
+    write_csv(os.path.join(out_dir, f"{META['name']}.csv"), rows)
     _plot(fronts, os.path.join(out_dir, f"{META['name']}.png"))
     return _summary(rows)
 
@@ -160,15 +159,6 @@ def _summary(rows) -> dict:
         ratios.append(c / lin if lin > 0 else float("inf"))
     out["hv_ratio_cmorl_over_linear"] = round(float(np.min(ratios)), 4)  # the worst env
     return out
-
-
-def _write_csv(rows, path):
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
 # Objective names of the 2-D envs, for the plot's axes.

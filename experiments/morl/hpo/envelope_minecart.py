@@ -30,7 +30,6 @@ replay here).
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 
@@ -44,7 +43,7 @@ from rlx import stats
 from rlx.agents.morl import envelope, hpo
 from rlx.agents.morl import indicators as ind
 from rlx.config import stack
-from rlx.experiments import main
+from rlx.experiments import main, write_csv
 from rlx.pareto import simplex_lattice
 from rlx.train import make_train, over_population, resolve_population_mode
 
@@ -222,7 +221,7 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     else:
         bo_low = bo_high = float(bo_minus_random[0])
 
-    _write_csv(rows, os.path.join(out_dir, f"{META['name']}.csv"))
+    write_csv(os.path.join(out_dir, f"{META['name']}.csv"), rows)
     _plot(curves, hv_t, hv_d, s, os.path.join(out_dir, f"{META['name']}.png"))
     budget = (-(-s["trials"] // s["batch"])) * search.env_steps_per_batch
     return {
@@ -247,15 +246,6 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
         "compile_s": round(search.compile_s, 1),
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
-
-
-def _write_csv(rows, path):
-    keys = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 
 def _plot(curves, hv_t, hv_d, s, path):
