@@ -50,3 +50,18 @@ def pytest_collection_modifyitems(config, items):
         if str(item.fspath).endswith(".ipynb") and os.path.basename(str(item.fspath)) not in DEFAULT_NOTEBOOKS:
             item.add_marker(pytest.mark.slow)
 
+
+@pytest.fixture(scope="module")
+def made():
+    """`made(name, **kwargs) -> (env, params)`: `envs.make`, once per (name, kwargs) in a module."""
+    from rlx import envs
+
+    cache = {}
+
+    def get(name, **kwargs):
+        key = (name, tuple(sorted(kwargs.items())))
+        if key not in cache:
+            cache[key] = envs.make(name, **kwargs)
+        return cache[key]
+
+    return get

@@ -37,19 +37,6 @@ def suite_params(names=CRAFTAX + XLAND):
                          + ([] if n in FAST else [pytest.mark.slow])) for n in names]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def made():
-    cache = {}
-
-    def get(name, **kwargs):
-        key = (name, tuple(sorted(kwargs.items())))
-        if key not in cache:
-            cache[key] = envs.make(name, **kwargs)
-        return cache[key]
-
-    return get
-
-
 # -- the registry ---------------------------------------------------------------------------------
 def test_listed_without_importing_the_suites():
     code = ("import sys, rlx.envs; n = rlx.envs.names(); "

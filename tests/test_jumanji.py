@@ -34,19 +34,6 @@ def test_registry_conformance_covers_every_jumanji_env():
     covered = {p.id for p in registry_params()}
     assert set(NAMES) <= covered
 
-@pytest.fixture(scope="module")
-def made():
-    cache = {}
-
-    def get(name, **kwargs):
-        key = (name, tuple(sorted(kwargs.items())))
-        if key not in cache:
-            cache[key] = envs.make(name, **kwargs)
-        return cache[key]
-
-    return get
-
-
 def test_listed_without_importing_jumanji_and_missing_package_names_the_extra(monkeypatch):
     code = "import sys, rlx.envs; n = rlx.envs.names(); print(sum(x.startswith('jumanji/') for x in n), 'jumanji' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
