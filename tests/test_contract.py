@@ -100,6 +100,7 @@ SLOW_RUNS = {
     "ppo": "test_ppo.py checks chunked, sharded and resumed runs against train bitwise",
     "sac": "test_sac.py checks a resumed population against uninterrupted solo runs bitwise",
     "moppo": "PPO's state, rollout, learner and Runner path; test_morl_moppo.py checks member = solo",
+    "ddp-dqn": "DQN's replay, Runner and checkpoint path (30 s here); test_ddp_deep.py checks its population",
 }
 
 # -- the agents on the probes ------------------------------------------------------------------

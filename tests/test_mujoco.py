@@ -351,7 +351,9 @@ def test_keywords_gymnasium_defaults_and_spaces():
     assert env.observation_space(params).shape == (12,)
 
 
-@pytest.mark.parametrize("name", task_params())
+# check_env compiles the env's programs again (50 s for InvertedPendulum on a quiet core); the
+# parity and reset tests above keep InvertedPendulum's MJX step in the default suite.
+@pytest.mark.parametrize("name", task_params(default=()))
 def test_check_env(name):
     env, params = envs.make(f"mujoco/{name}")
     report = envs.check_env(env, params, steps=16)

@@ -260,6 +260,7 @@ def _episode_lengths(policy, env, env_params, seed, episodes):
     return lengths
 
 
+@pytest.mark.slow  # 19 s here; test_record_formats_and_unrenderable_envs_are_one_line stays
 def test_rlx_record_writes_a_gif_frame_per_step(runner_run, tmp_path, capsys):
     from PIL import Image
 

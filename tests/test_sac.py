@@ -95,6 +95,7 @@ def test_resumed_population_equals_uninterrupted_solo_runs_bitwise(solo, resumed
         np.testing.assert_allclose(logged["critic_loss"][rows], metrics["critic_loss"], rtol=1e-5)
 
 
+@pytest.mark.slow  # test_ppo.py checks vmap mode against solo runs in the default suite
 def test_vmapped_population_is_close_to_solo_runs(setup, solo):
     """Plain vmap batches members into one program; on CPU XLA may round some reductions
     differently per batch shape, so this is allclose, not bitwise."""
