@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--env", choices=("dst", "mo-halfcheetah"), default="dst",
                         help="dst: Deep Sea Treasure (convex); mo-halfcheetah: brax halfcheetah-2d, spring backend")
     parser.add_argument("--population-mode", choices=("auto", "vmap", "map"), default="auto",
-                        help="how members share a device (rlx.train.Runner); auto: map on CPU, vmap elsewhere")
+                        help="how members share a device (rlx.train.Runner); auto is vmap")
     args = parser.parse_args()
 
     from rlx import envs

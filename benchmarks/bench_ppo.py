@@ -41,10 +41,11 @@ def row(system, setting, compile_s, run_s, steps, curve_steps=None, curve_return
 
 
 # -- rlx ---------------------------------------------------------------------------------
-def rlx_ppo(env_name, cfg, seeds, threshold, env_kwargs=None, evaluate=False):
+def rlx_ppo(env_name, cfg, seeds, threshold, env_kwargs=None, evaluate=False, population_mode="auto"):
     """`evaluate`: curve and final return from deterministic evaluation after every update
     (16 episodes; its time counts as run time), brax.training's own metric. Use it where
-    episodes are long and few stochastic training episodes finish."""
+    episodes are long and few stochastic training episodes finish. `population_mode` is
+    `Runner`'s ("auto" is vmap)."""
     from rlx import envs
     from rlx.agents import ppo
     from rlx.population import default_devices, make_population
@@ -54,14 +55,15 @@ def rlx_ppo(env_name, cfg, seeds, threshold, env_kwargs=None, evaluate=False):
     agent = ppo.make_agent(env, cfg)
     pop = make_population(cfg, seeds=seeds)
     extra = dict(chunk_updates=1, eval_env=env, eval_every=1) if evaluate else dict(chunk_updates=cfg.num_updates)
-    runner = Runner(agent, pop, params, None, devices=default_devices(seeds), progress=False, **extra)
+    runner = Runner(agent, pop, params, None, devices=default_devices(seeds), progress=False,
+                    population_mode=population_mode, **extra)
     res = runner.run()
     t = res.timings
     column = "eval_return" if evaluate else "episode_return"
     ret = np.nanmean(res.metrics[column], 0)
     steps = res.metrics["env_steps"][0]
     final = float(np.nanmean(res.metrics[column][:, -max(1, ret.size // 20):]))
-    return row("rlx", f"{env_name}, {seeds} seed(s), {runner.devices} device(s)", t["compile_s"] + t["init_s"],
+    return row("rlx", f"{env_name}, {seeds} seed(s), {runner.devices} device(s), {runner.population_mode}", t["compile_s"] + t["init_s"],
                t["run_s"], seeds * cfg.total_steps, steps, ret, threshold, final)  # fmt: skip
 
 

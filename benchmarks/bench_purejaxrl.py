@@ -22,7 +22,9 @@ of its own). One seed is not split over devices by either system, so there is no
 
 Every repeat runs in a fresh process, so "process s" is the wall time of a whole run
 (Python start, imports, jax start, compile, run), and compiles are never reused. Order:
-for each repeat, for each setting, rlx then PureJaxRL. Reported per row: the median and
+for each repeat, for each setting, rlx (its default population mode, "auto", which is
+vmap), rlx with `population_mode="map"` (its bitwise-solo mode; settings with several
+seeds, `--no-map` leaves it out), then PureJaxRL. Reported per row: the median and
 min-max over repeats of env-steps/s (run only, compile excluded), compile s (rlx:
 compile + init, as `Runner` times them; PureJaxRL: lower + compile), whole-process s,
 and the final return (mean episode return over the last 5% of updates, over seeds), so
@@ -56,6 +58,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 ROW_PREFIX = "BENCH_ROW "
 THRESHOLD = 475
+# rlx's rows: its default population mode ("auto", vmap) and, for several seeds, map.
+RLX_MODES = {"rlx": "auto", "rlx-map": "map"}
+SYSTEM_NAMES = {"rlx": "rlx", "rlx-map": "rlx (map)", "purejaxrl": "PureJaxRL"}
 
 
 # -- the checkout ------------------------------------------------------------------------
@@ -101,13 +106,13 @@ def _devices_env(devices: int) -> None:
     rlx.use_every_cpu_core(devices)
 
 
-def child_rlx(seeds: int, devices: int, steps: int) -> dict:
+def child_rlx(seeds: int, devices: int, steps: int, population_mode: str = "auto") -> dict:
     sys.path.insert(0, HERE)
     from bench_ppo import rlx_ppo  # noqa: E402  (its use_every_cpu_core keeps our count)
 
     from rlx.agents import ppo
 
-    r = rlx_ppo("gymnax/CartPole-v1", ppo.PPOConfig(total_steps=steps), seeds, THRESHOLD)
+    r = rlx_ppo("gymnax/CartPole-v1", ppo.PPOConfig(total_steps=steps), seeds, THRESHOLD, population_mode=population_mode)
     m = re.search(r"(\d+) device", r["setting"])
     r["devices_used"] = int(m.group(1)) if m else None
     return r
@@ -188,8 +193,8 @@ def child_purejaxrl(seeds: int, devices: int, steps: int, ppo_path: str) -> dict
 
 def child_main(args) -> None:
     _devices_env(args.devices)
-    if args.child == "rlx":
-        r = child_rlx(args.seeds, args.devices, args.steps)
+    if args.child in RLX_MODES:
+        r = child_rlx(args.seeds, args.devices, args.steps, RLX_MODES[args.child])
     else:
         ppo_path, reason = find_ppo(args.purejaxrl)
         if ppo_path is None:
@@ -294,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settings", default=None, help="SEEDSxDEVICES, comma-separated (default 1x1,8x1,8x<cores>)")
     p.add_argument("--json", default=os.path.join(RESULTS, "purejaxrl_cartpole.json"))
     p.add_argument("--timeout", type=float, default=1800, help="seconds per process")
-    p.add_argument("--child", choices=("rlx", "purejaxrl"), help=argparse.SUPPRESS)
+    p.add_argument("--no-map", action="store_true", help="leave out the rows of rlx's map population mode")
+    p.add_argument("--child", choices=(*RLX_MODES, "purejaxrl"), help=argparse.SUPPRESS)
     p.add_argument("--seeds", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--devices", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -309,19 +315,24 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(args.settings)
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
     raw: dict[tuple[str, int, int], list[dict]] = {}
+
+    def systems(seeds: int) -> tuple[str, ...]:
+        return ("rlx", "purejaxrl") if seeds == 1 or args.no_map else ("rlx", "rlx-map", "purejaxrl")
+
     for rep in range(args.repeats):
         for seeds, devices in settings:
-            for system in ("rlx", "purejaxrl"):  # rlx, PureJaxRL, rlx, PureJaxRL, ...
+            for system in systems(seeds):  # rlx, [rlx map,] PureJaxRL, rlx, ...
                 r = run_one(system, seeds, devices, args.steps, args.purejaxrl, args.timeout)
                 r["repeat"] = rep
                 raw.setdefault((system, seeds, devices), []).append(r)
                 shown = r.get("error") or f"{r['sps']:,.0f} steps/s, process {r['process_s']:.1f} s"
                 print(f"# repeat {rep + 1}/{args.repeats}: {system} {seeds}x{devices}: {shown}", file=sys.stderr, flush=True)
-    rows = [summarise("rlx" if system == "rlx" else "PureJaxRL", seeds, devices, raw[(system, seeds, devices)])
-            for seeds, devices in settings for system in ("rlx", "purejaxrl")]  # fmt: skip
+    rows = [summarise(SYSTEM_NAMES[system], seeds, devices, raw[(system, seeds, devices)])
+            for seeds, devices in settings for system in systems(seeds)]  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     meta = {"purejaxrl": describe_checkout(ppo_path), "steps_per_seed": args.steps, "repeats": args.repeats,
-            "order": "per repeat, per setting: rlx then PureJaxRL, each in a fresh process",
+            "order": "per repeat, per setting: rlx (its default mode, vmap), rlx (map) for several seeds, then "
+                     "PureJaxRL, each in a fresh process",
             "load_average_before": load_before,
             "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None}  # fmt: skip
     with open(args.json, "w") as f:

@@ -690,6 +690,9 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         seeds, grid = spec["seeds"], spec["grid"]
         out_dir = args.resume
         chunks, population_mode = spec["chunks"], spec["population_mode"]
+        # The Runner gets the mode the run ran in (its resolved one): "auto" meant "map" on
+        # CPU before it meant "vmap", and a resumed run keeps its program.
+        runner_mode = spec.get("runner", {}).get("population_mode", population_mode)
         map_batch_size = spec.get("map_batch_size")
         preset = spec.get("preset", "default")
         eval_episodes, eval_every = spec.get("eval_episodes", args.eval_episodes), spec.get("eval_every", args.eval_every)
@@ -707,6 +710,7 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out_dir = args.out or os.path.join("runs", f"{args.algo}-{env_name.replace('/', '-')}-{stamp}")
         chunks, population_mode, preset = args.chunks, args.population_mode, args.preset
+        runner_mode = population_mode
         map_batch_size = args.map_batch_size
         eval_episodes, eval_every = args.eval_episodes, args.eval_every
         if not entry.plain_evaluation and (eval_every or _flag_given("--eval-episodes")):
@@ -746,7 +750,7 @@ def _train(args: argparse.Namespace, spec: dict | None) -> int:
                     config=config_lib.to_dict(cfg))  # fmt: skip
     runner = Runner(
         agent, pop, env_params, out_dir, chunk_updates=chunk_updates, devices=n_dev,
-        progress=not args.no_progress, population_mode=population_mode, description=f"{args.algo} {env_name}",
+        progress=not args.no_progress, population_mode=runner_mode, description=f"{args.algo} {env_name}",
         eval_env=env, eval_episodes=max(1, eval_episodes), eval_every=eval_every,
         map_batch_size=map_batch_size, run_spec=run_spec, trackers=trackers if trackers.names else None,
     )  # fmt: skip

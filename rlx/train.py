@@ -61,18 +61,17 @@ POPULATION_MODES = ("auto", "vmap", "map")
 
 
 def resolve_population_mode(mode: str) -> str:
-    """"auto" is "map" on CPU (bitwise reproducible and, measured on 2 cores, faster:
-    212k vs 151k env-steps/s for 8 CartPole PPO seeds) and "vmap" on accelerators,
-    where batching members is what fills the device."""
-    if mode == "auto":
-        return "map" if jax.default_backend() == "cpu" else "vmap"
-    return mode
+    """"auto" is "vmap" on every backend: batching members is what fills an accelerator,
+    and on CPU it is also the faster mode (8 CartPole PPO seeds over 2 cores: 374k
+    env-steps/s against 314k with "map", benchmarks/bench_purejaxrl.py). Ask for "map"
+    where every member must equal its solo run bitwise."""
+    return "vmap" if mode == "auto" else mode
 
 
 def over_population(fn: Callable, mesh: Any, mode: str = "vmap", batch_size: int | None = None) -> Callable:
     """Lift `fn(state, cfg, env_params)` to a population (leading axis on state and cfg).
 
-    "vmap" batches the members of each device into one program (fastest). "map"
+    "vmap" batches the members of each device into one program (fastest, the default). "map"
     runs them one after another with `lax.map` inside each device's shard
     (`shard_map`): each member then runs exactly the program of a solo run, so
     results are bitwise identical for any population size and device count. With

@@ -265,15 +265,42 @@ def test_a_second_process_on_a_live_run_is_refused(rlx, reference, tmp_path):
 
 
 # -- a run resumed on another number of devices ---------------------------------------------------
+@pytest.fixture(scope="module")
+def map_reference(rlx, tmp_path_factory):
+    out = tmp_path_factory.mktemp("map-reference") / "run"
+    done = rlx(train_args(out, "--population-mode", "map"))
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+# In map mode every member runs its solo program, so the device count cannot change a bit;
+# in vmap mode (the default) it changes the members batched per device, and with them XLA's
+# rounding in the last bits.
 @pytest.mark.slow
 @pytest.mark.parametrize("start, then", [(2, 1), (1, 2)])
-def test_a_run_resumes_on_another_device_count(start, then, rlx, reference, tmp_path):
+def test_a_map_run_resumes_on_another_device_count(start, then, rlx, map_reference, tmp_path):
     out = tmp_path / "run"
-    assert rlx(train_args(out, "--devices", str(start)), fault="csv.appended@3", devices=start).returncode == KILLED
+    args = train_args(out, "--devices", str(start), "--population-mode", "map")
+    assert rlx(args, fault="csv.appended@3", devices=start).returncode == KILLED
     done = rlx(["train", "--resume", str(out), "--no-progress", "--devices", "auto"], devices=then)
     assert done.returncode == 0, done.stderr
     assert f"on {then} device(s)" in done.stdout
-    assert_same_run(out, reference)
+    assert_same_run(out, map_reference)
+
+
+def test_a_run_started_as_auto_when_auto_meant_map_resumes_as_map(rlx, map_reference, tmp_path):
+    """A run whose config.json says population_mode "auto" with the Runner's resolved "map"
+    (auto's meaning on CPU before it meant vmap) resumes in map mode, not refused, bitwise."""
+    out = tmp_path / "run"
+    assert rlx(train_args(out, "--population-mode", "map"), fault="csv.appended@3").returncode == KILLED
+    config = json.load(open(out / "config.json"))
+    assert config["runner"]["population_mode"] == "map"
+    config["population_mode"] = "auto"  # as the CLI stored a default run then
+    (out / "config.json").write_text(json.dumps(config))
+    done = rlx(["train", "--resume", str(out), "--no-progress"])
+    assert done.returncode == 0, done.stderr
+    assert json.load(open(out / "config.json"))["runner"]["population_mode"] == "map"
+    assert_same_run(out, map_reference)
 
 
 @pytest.mark.slow
