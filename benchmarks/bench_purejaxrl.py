@@ -24,7 +24,9 @@ Every repeat runs in a fresh process, so "process s" is the wall time of a whole
 (Python start, imports, jax start, compile, run), and compiles are never reused. Order:
 for each repeat, for each setting, rlx (its default population mode, "auto", which is
 vmap), rlx with `population_mode="map"` (its bitwise-solo mode; settings with several
-seeds, `--no-map` leaves it out), then PureJaxRL. Reported per row: the median and
+seeds, `--no-map` leaves it out), for several seeds the whole `rlx train ppo` command as
+a user runs it ("rlx train (CLI)": 20 chunks with the CSV and a verified checkpoint after
+each, the final 16-episode evaluation and the plot), then PureJaxRL. Reported per row: the median and
 min-max over repeats of env-steps/s (run only, compile excluded), compile s (rlx:
 compile + init, as `Runner` times them; PureJaxRL: lower + compile), whole-process s,
 and the final return (mean episode return over the last 5% of updates, over seeds), so
@@ -60,7 +62,7 @@ ROW_PREFIX = "BENCH_ROW "
 THRESHOLD = 475
 # rlx's rows: its default population mode ("auto", vmap) and, for several seeds, map.
 RLX_MODES = {"rlx": "auto", "rlx-map": "map"}
-SYSTEM_NAMES = {"rlx": "rlx", "rlx-map": "rlx (map)", "purejaxrl": "PureJaxRL"}
+SYSTEM_NAMES = {"rlx": "rlx", "rlx-map": "rlx (map)", "rlx-cli": "rlx train (CLI)", "purejaxrl": "PureJaxRL"}
 
 
 # -- the checkout ------------------------------------------------------------------------
@@ -207,7 +209,39 @@ def child_main(args) -> None:
 
 
 # -- the parent: fresh processes, alternating ---------------------------------------------
+def run_cli(seeds: int, devices: int, steps: int, timeout: float) -> dict:
+    """The whole `rlx train ppo` process at the same setting, as a user runs it: its 20
+    chunks, CSV and checkpoints after each, the final 16-episode evaluation and the plot.
+    Steps/s, compile (+ init) and the final return come from the run's summary.json."""
+    import tempfile
+
+    flags = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", "")).strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "run")
+        cmd = [sys.executable, "-m", "rlx.cli", "train", "ppo", "--env", "gymnax/CartPole-v1", "--seeds", str(seeds),
+               "--devices", str(devices), "--total-steps", str(steps), "--no-progress", "--out", out]  # fmt: skip
+        t = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "XLA_FLAGS": flags})
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout:.0f} s"}
+        process_s = time.perf_counter() - t
+        if proc.returncode or not os.path.exists(os.path.join(out, "summary.json")):
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            return {"error": f"exit {proc.returncode}: {lines[-1] if lines else 'no output'}"[:300], "process_s": process_s}
+        with open(os.path.join(out, "summary.json")) as f:
+            summary = json.load(f)
+    timings, total = summary["timings"], seeds * steps
+    m = re.search(r"on (\d+) device", proc.stdout)
+    final = summary["final_train_return"]
+    return dict(compile_s=timings["compile_s"] + timings["init_s"], run_s=timings["run_s"], steps=total,
+                sps=total / timings["run_s"], final_return=sum(final) / len(final), process_s=process_s,
+                devices_used=int(m.group(1)) if m else None)  # fmt: skip
+
+
 def run_one(system: str, seeds: int, devices: int, steps: int, purejaxrl: str, timeout: float) -> dict:
+    if system == "rlx-cli":
+        return run_cli(seeds, devices, steps, timeout)
     cmd = [sys.executable, os.path.abspath(__file__), "--child", system, "--seeds", str(seeds),
            "--devices", str(devices), "--steps", str(steps), "--purejaxrl", purejaxrl]  # fmt: skip
     t = time.perf_counter()
@@ -317,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     raw: dict[tuple[str, int, int], list[dict]] = {}
 
     def systems(seeds: int) -> tuple[str, ...]:
-        return ("rlx", "purejaxrl") if seeds == 1 or args.no_map else ("rlx", "rlx-map", "purejaxrl")
+        if seeds == 1:
+            return ("rlx", "purejaxrl")
+        return ("rlx", "rlx-cli", "purejaxrl") if args.no_map else ("rlx", "rlx-map", "rlx-cli", "purejaxrl")
 
     for rep in range(args.repeats):
         for seeds, devices in settings:
@@ -331,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             for seeds, devices in settings for system in systems(seeds)]  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     meta = {"purejaxrl": describe_checkout(ppo_path), "steps_per_seed": args.steps, "repeats": args.repeats,
-            "order": "per repeat, per setting: rlx (its default mode, vmap), rlx (map) for several seeds, then "
-                     "PureJaxRL, each in a fresh process",
+            "order": "per repeat, per setting: rlx (its default mode, vmap), rlx (map) and the whole rlx train "
+                     "CLI process for several seeds, then PureJaxRL, each in a fresh process",
             "load_average_before": load_before,
             "load_average_after": os.getloadavg() if hasattr(os, "getloadavg") else None}  # fmt: skip
     with open(args.json, "w") as f:

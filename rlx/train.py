@@ -49,6 +49,22 @@ def run_updates(agent: Agent, state: Any, cfg: Any, env_params: Any, n: int):
     return jax.lax.scan(body, state, None, length=n)
 
 
+def run_updates_upto(agent: Agent, state: Any, cfg: Any, env_params: Any, capacity: int, count: Any):
+    """The first `count` (a traced int, at most `capacity`) updates: `(state, metrics{name:
+    [capacity]})`, the rows from `count` on left at zero. The trip count is a runtime value,
+    so one compiled program serves every chunk length, a run's shorter last chunk included
+    (each new length used to cost a compile as long as the first)."""
+    shapes = jax.eval_shape(lambda s: agent.update(s, cfg, env_params)[1], state)
+    rows = jax.tree.map(lambda m: jax.numpy.zeros((capacity, *m.shape), m.dtype), shapes)
+
+    def body(i, carry):
+        s, rows = carry
+        s, m = agent.update(s, cfg, env_params)
+        return s, jax.tree.map(lambda r, x: jax.lax.dynamic_update_index_in_dim(r, x, i, 0), rows, m)
+
+    return jax.lax.fori_loop(0, count, body, (state, rows))
+
+
 # ---------------------------------------------------------------------------------
 # A population on the host loop
 # ---------------------------------------------------------------------------------
@@ -58,6 +74,13 @@ EVAL_KEY_SEED = 10_007
 
 
 POPULATION_MODES = ("auto", "vmap", "map")
+
+# XLA's options for programs that run once (the population's init): on CPU, LLVM's level-1
+# passes compile PPO's 8-member init in 1.0 s instead of 2.0 s, with bitwise the same
+# state (tests/test_ppo.py compares Runner members with their solo runs, whose init is
+# compiled inside the whole training program). Level 0 changes float results.
+def run_once_options() -> dict | None:
+    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
 
 def resolve_population_mode(mode: str) -> str:
@@ -199,7 +222,7 @@ class Runner:
             raise ValueError("Runner eval_every needs eval_env: the (unwrapped) env to evaluate the policy on.")
         self.eval_env = eval_env
         self.run_spec = dict(run_spec or {})
-        self._compiled: dict[int, Any] = {}
+        self._compiled: Any = None  # the chunk program, compiled on the first chunk
 
     # -- compiled pieces -------------------------------------------------------------
     def _init_over_population(self):
@@ -208,12 +231,14 @@ class Runner:
     def _init_fn(self):
         return jax.jit(self._init_over_population(), out_shardings=self.sharding)
 
-    def _chunk_fn(self, k: int):
-        """k updates for every member, jitted, donating the incoming state."""
-        agent = self.agent
+    def _chunk_fn(self):
+        """`chunk(state, cfg, (env_params, count))`: `count` (at most `chunk_updates`) updates
+        for every member, metrics `{name: [P, chunk_updates]}`, jitted, donating the state."""
+        agent, capacity = self.agent, self.chunk_updates
 
-        def chunk(state, cfg, env_params):
-            return run_updates(agent, state, cfg, env_params, k)
+        def chunk(state, cfg, shared):
+            env_params, count = shared
+            return run_updates_upto(agent, state, cfg, env_params, capacity, count)
 
         return jax.jit(
             over_population(chunk, self.mesh, self.population_mode, self.map_batch_size),
@@ -287,7 +312,8 @@ class Runner:
         from rlx import population as pop_lib
 
         self._cfg = pop_lib.shard(self.pop.cfg, self.mesh)
-        return self._init_fn()(pop_lib.shard(self.pop.keys, self.mesh), self._cfg, self.env_params)
+        keys = pop_lib.shard(self.pop.keys, self.mesh)
+        return self._init_fn().lower(keys, self._cfg, self.env_params).compile(run_once_options())(keys, self._cfg, self.env_params)
 
     def restore_check(self, state: Any, meta: dict, step: int) -> str | None:
         from rlx.checkpoint import update_count_check
@@ -299,14 +325,15 @@ class Runner:
         from rlx import memory
         from rlx.distributed import to_host
 
-        if k not in self._compiled:
+        shared = (self.env_params, np.int32(k))
+        if self._compiled is None:
             t = time.perf_counter()
-            self._compiled[k] = self._chunk_fn(k).lower(state, self._cfg, self.env_params).compile()
+            self._compiled = self._chunk_fn().lower(state, self._cfg, shared).compile()
             timings["compile_s"] += time.perf_counter() - t
-            memory.check_program_fits(self._compiled[k], self._state_bytes, list(self.mesh.devices.flat))
+            memory.check_program_fits(self._compiled, self._state_bytes, list(self.mesh.devices.flat))
         t = time.perf_counter()
-        state, metrics = self._compiled[k](state, self._cfg, self.env_params)
-        metrics = to_host(metrics)  # gathered from every process
+        state, metrics = self._compiled(state, self._cfg, shared)
+        metrics = jax.tree.map(lambda m: m[:, :k], to_host(metrics))  # gathered from every process
         timings["run_s"] += time.perf_counter() - t
         if self.eval_every:
             # Counted from update 0, not from this call: a resumed run evaluates after the

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if "xla_force_host_platform_device_count" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={max(args.devices, 1)}".strip()
     import jax
+    import numpy as np
 
     from rlx import envs
     from rlx.cli import ALGORITHMS, _algorithm
@@ -52,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'mode':>10} {'arguments':>12} {'outputs':>12} {'temporaries':>12}")
     for mode in args.modes:
         name, _, batch = mode.partition(":")
-        runner = Runner(agent, pop, env_params, None, devices=args.devices, progress=False,
-                        population_mode=name, map_batch_size=int(batch) if batch else None)  # fmt: skip
+        runner = Runner(agent, pop, env_params, None, devices=args.devices, progress=False, population_mode=name,
+                        chunk_updates=args.chunk_updates, map_batch_size=int(batch) if batch else None)  # fmt: skip
         keys, c = shard(pop.keys, runner.mesh), shard(pop.cfg, runner.mesh)
         state = jax.eval_shape(runner._init_fn(), keys, c, env_params)
-        m = runner._chunk_fn(args.chunk_updates).lower(state, c, env_params).compile().memory_analysis()
+        m = runner._chunk_fn().lower(state, c, (env_params, np.int32(args.chunk_updates))).compile().memory_analysis()
         print(f"{mode:>10} {_mib(m.argument_size_in_bytes):>12} {_mib(m.output_size_in_bytes):>12} "
               f"{_mib(m.temp_size_in_bytes):>12}", flush=True)  # fmt: skip
     return 0

@@ -57,7 +57,8 @@ def test_rows_for_both_systems(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out_json.read_text())["rows"]
     assert [(r["system"], r["seeds"], r["devices"]) for r in rows] == [
-        ("rlx", 1, 1), ("PureJaxRL", 1, 1), ("rlx", 2, 2), ("rlx (map)", 2, 2), ("PureJaxRL", 2, 2)]  # fmt: skip
+        ("rlx", 1, 1), ("PureJaxRL", 1, 1), ("rlx", 2, 2), ("rlx (map)", 2, 2), ("rlx train (CLI)", 2, 2),
+        ("PureJaxRL", 2, 2)]  # fmt: skip
     for r in rows:
         assert r["ok"] == 1, r.get("errors")
         assert r["sps"]["median"] > 0 and r["process_s"]["median"] > r["compile_s"]["median"] > 0

@@ -260,8 +260,8 @@ class _Interrupted(Exception):
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_RUNS else n for n in AGENTS])
 def test_population_member_chunked_run_and_resumed_run_equal_the_solo_run(name, tmp_path):
-    """A Runner (2 seeds on 2 devices, "map" mode) runs 3 chunks of k updates of
-    `run_updates`; it is interrupted after the second and resumed from its checkpoint.
+    """A Runner (2 seeds on 2 devices, "map" mode) runs 3 chunks of k updates (one
+    `run_updates_upto` program); it is interrupted after the second and resumed from its checkpoint.
     Against each seed's solo `train` (one `lax.scan` over all 3k updates), bit for bit:
     the first chunk (member = solo run), the second (chunked = whole, no resume yet),
     the third and the final state (resumed = uninterrupted).
