@@ -75,11 +75,12 @@ EVAL_KEY_SEED = 10_007
 
 POPULATION_MODES = ("auto", "vmap", "map")
 
-# XLA's options for programs that run once (the population's init): on CPU, LLVM's level-1
-# passes compile PPO's 8-member init in 1.0 s instead of 2.0 s, with bitwise the same
-# state (tests/test_ppo.py compares Runner members with their solo runs, whose init is
-# compiled inside the whole training program). Level 0 changes float results.
 def run_once_options() -> dict | None:
+    """XLA's compile options for programs that run once (the population's init): on CPU,
+    LLVM's level-1 passes, which compile faster and give bitwise the same state
+    (tests/test_contract.py compares every agent's Runner members with solo runs, whose
+    init is compiled inside the whole training program; README, "Speed"). Level 0 changes
+    float results."""
     return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
 
