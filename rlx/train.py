@@ -14,6 +14,7 @@ host loop, in jitted chunks, with checkpoints, metrics.csv, resume and progress.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -54,12 +55,15 @@ def run_updates_upto(agent: Agent, state: Any, cfg: Any, env_params: Any, capaci
     [capacity]})`, the rows from `count` on left at zero. The trip count is a runtime value,
     so one compiled program serves every chunk length, a run's shorter last chunk included
     (each new length used to cost a compile as long as the first)."""
-    shapes = jax.eval_shape(lambda s: agent.update(s, cfg, env_params)[1], state)
+    # One jitted update, so the body's trace reuses the one that sized the metric rows
+    # (tracing the update is most of the chunk's lowering time).
+    update = jax.jit(agent.update)
+    shapes = jax.eval_shape(update, state, cfg, env_params)[1]
     rows = jax.tree.map(lambda m: jax.numpy.zeros((capacity, *m.shape), m.dtype), shapes)
 
     def body(i, carry):
         s, rows = carry
-        s, m = agent.update(s, cfg, env_params)
+        s, m = update(s, cfg, env_params)
         return s, jax.tree.map(lambda r, x: jax.lax.dynamic_update_index_in_dim(r, x, i, 0), rows, m)
 
     return jax.lax.fori_loop(0, count, body, (state, rows))
@@ -314,7 +318,26 @@ class Runner:
 
         self._cfg = pop_lib.shard(self.pop.cfg, self.mesh)
         keys = pop_lib.shard(self.pop.keys, self.mesh)
-        return self._init_fn().lower(keys, self._cfg, self.env_params).compile(run_once_options())(keys, self._cfg, self.env_params)
+        init = self._init_fn().lower(keys, self._cfg, self.env_params)
+        if self._compiled is not None or not self.num_updates:
+            return init.compile(run_once_options())(keys, self._cfg, self.env_params)
+        # The init and the chunk program compile side by side: XLA's compile lets go of the
+        # GIL, so the chunk's tracing and compile overlap the init's compile.
+        t = time.perf_counter()
+        with ThreadPoolExecutor(1) as pool:
+            init_compiled = pool.submit(init.compile, run_once_options())
+            self._compile_chunk(init.out_info)
+            init_compiled = init_compiled.result()
+        timings["compile_s"] += time.perf_counter() - t
+        return init_compiled(keys, self._cfg, self.env_params)
+
+    def _compile_chunk(self, state: Any) -> None:
+        """Compile the chunk program for `state` (arrays or `ShapeDtypeStruct`s, `[P, ...]`)."""
+        from rlx import memory
+
+        shared = (self.env_params, np.int32(self.chunk_updates))
+        self._compiled = self._chunk_fn().lower(state, self._cfg, shared).compile()
+        memory.check_program_fits(self._compiled, self._state_bytes, list(self.mesh.devices.flat))
 
     def restore_check(self, state: Any, meta: dict, step: int) -> str | None:
         from rlx.checkpoint import update_count_check
@@ -323,15 +346,13 @@ class Runner:
 
     def advance(self, state: Any, done: int, k: int, timings: dict) -> tuple[Any, dict[str, np.ndarray]]:
         """k updates of every member: `(state, {name: [P, k]})` on the host."""
-        from rlx import memory
         from rlx.distributed import to_host
 
         shared = (self.env_params, np.int32(k))
         if self._compiled is None:
             t = time.perf_counter()
-            self._compiled = self._chunk_fn().lower(state, self._cfg, shared).compile()
+            self._compile_chunk(state)
             timings["compile_s"] += time.perf_counter() - t
-            memory.check_program_fits(self._compiled, self._state_bytes, list(self.mesh.devices.flat))
         t = time.perf_counter()
         state, metrics = self._compiled(state, self._cfg, shared)
         metrics = jax.tree.map(lambda m: m[:, :k], to_host(metrics))  # gathered from every process
