@@ -130,6 +130,43 @@ def test_paired_difference_ci_uses_the_pairing():
         stats.paired_difference_ci(a, b[:-1])
 
 
+def test_nested_paired_difference_ci_carries_the_spread_between_groups():
+    rng = np.random.default_rng(3)
+    # 3 groups (ES seeds) whose own effects differ a lot; 64 paired runs each with little noise.
+    group_effect = np.array([0.5, -0.4, 0.3])
+    b = rng.normal(0.0, 1.0, size=(3, 64))
+    a = b + group_effect[:, None] + rng.normal(0.0, 0.05, size=(3, 64))
+    low, high = stats.nested_paired_difference_ci(a, b, reps=2000)
+    assert low <= np.mean(a - b) <= high
+    # Pooling the 192 pairs as if independent hides the between-group spread: far narrower.
+    flat_low, flat_high = stats.paired_difference_ci(a.ravel(), b.ravel(), reps=2000)
+    assert (high - low) > 5 * (flat_high - flat_low)
+    assert low < group_effect.min() + 0.1 and high > group_effect.max() - 0.1
+    # One group: the ordinary paired bootstrap over runs (same width to within resampling noise).
+    one_low, one_high = stats.nested_paired_difference_ci(a[:1], b[:1], reps=4000)
+    ref_low, ref_high = stats.paired_difference_ci(a[0], b[0], reps=4000)
+    assert (one_high - one_low) == pytest.approx(ref_high - ref_low, rel=0.15)
+
+
+def test_nested_paired_difference_ci_covers_the_true_mean():
+    rng = np.random.default_rng(11)
+    covered = 0
+    for trial in range(200):
+        group_effect = rng.normal(0.2, 0.3, size=(8, 1))
+        d = group_effect + rng.normal(0.0, 0.5, size=(8, 16))
+        low, high = stats.nested_paired_difference_ci(d, np.zeros_like(d), reps=400, seed=trial)
+        covered += low <= 0.2 <= high
+    # The percentile bootstrap under-covers with 8 groups; it should still be near 95%.
+    assert 0.85 <= covered / 200 <= 0.99
+
+
+def test_nested_paired_difference_ci_bad_input():
+    with pytest.raises(ValueError, match="same \\[groups, runs\\]"):
+        stats.nested_paired_difference_ci(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        stats.nested_paired_difference_ci(np.full((2, 3), np.nan), np.zeros((2, 3)))
+
+
 @pytest.mark.parametrize(
     "low, high, direction, expected",
     [
