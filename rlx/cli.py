@@ -173,7 +173,8 @@ def _parser(config_cls: Any | None = None) -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="reproduce a paper's figure (`rlx reproduce --list` shows them all)")
     r.add_argument("name", nargs="?", help="the experiment's name (see --list)")
     r.add_argument("--list", action="store_true", help="every experiment: paper, figure, expected number, budget per scale")
-    r.add_argument("--scale", default="cpu", help="smoke (seconds, CI), cpu (minutes on a laptop) or paper (the published budget)")
+    r.add_argument("--scale", default="cpu", help="smoke (seconds, CI), cpu (minutes on a laptop), mid where an experiment "
+                   "has it (a claim test within about an hour on 2 cores) or paper (the published budget)")  # fmt: skip
     r.add_argument("--out", help="output directory (default: results/<name>)")
     r.add_argument("--gallery", nargs="?", const="docs/gallery.md", metavar="PATH",
                    help="write the gallery section (figures, the paper's numbers, ours, gaps) from results/ to PATH")  # fmt: skip

@@ -7,13 +7,17 @@ An experiment is any module under `experiments/` (by convention
   and `expected` (the paper's result in words). Optional, for the gallery table:
   `paper_value` (the paper's number), `headline` (the key of `run`'s result that is
   our number for it), `budget` (`{scale: "about 40 s on 2 CPU cores"}`);
+- `SCALES` may add a `mid` scale (under about an hour on 2 CPU cores, sized to test the
+  claim with paired seeds and intervals rather than to run);
 - `SCALES`: `{"smoke": {...}, "cpu": {...}, "paper": {...}}`, the settings of each
   budget. smoke runs in CI in seconds, cpu in minutes on a laptop, paper is the
   published budget;
 - `run(scale, out_dir) -> dict` of headline numbers, writing `<name>.png` and
   `<name>.csv` into `out_dir` (default `results/<name>`);
 
-and ends with `if __name__ == "__main__": main(run, SCALES, __doc__)`. Nothing has
+and ends with `if __name__ == "__main__": main(run, SCALES, __doc__)`. A result that
+tests a claim also holds `interval` (`[low, high]`, the headline's 95% interval) and
+`verdict` (`rlx.stats.verdict`'s word); the gallery shows both. Nothing has
 to be registered: `discover()` finds every such module, so a new folder shows up in
 `rlx reproduce --list`, in the smoke test over all experiments and in the gallery.
 Every run through `main` or `rlx reproduce` also writes `<name>.json` beside the
@@ -289,15 +293,26 @@ def ours_and_gap(exp: Experiment, record: dict | None) -> tuple[str, str]:
     if key is not None and isinstance(result, dict) and key in result:
         ours = result[key]
         paper, mine = _number(exp.meta.get("paper_value")), _number(ours)
+        text = _fmt(ours)
+        interval = result.get("interval")
+        if isinstance(interval, (list, tuple)) and len(interval) == 2:
+            text += f" [{_fmt(interval[0])}, {_fmt(interval[1])}]"
         if paper is not None and mine is not None:
             gap = mine - paper
             rel = f" ({gap / abs(paper):+.1%})" if paper else ""
-            return _fmt(ours), f"{gap:+.4g}{rel}"
-        return _fmt(ours), ""
+            return text, f"{gap:+.4g}{rel}"
+        return text, ""
     if isinstance(result, dict):
         scalars = {k: v for k, v in result.items() if isinstance(v, (bool, int, float, str))}
         return _fmt(scalars or result), ""
     return _fmt(result), ""
+
+
+def verdict_of(record: dict | None) -> str:
+    """The result's `verdict` (reproduced, not reproduced, contradicted, ...), or "—"."""
+    result = (record or {}).get("result")
+    v = result.get("verdict") if isinstance(result, dict) else None
+    return v if isinstance(v, str) and v else "—"
 
 
 GALLERY_FILES = "docs/gallery"  # published copies of each figure and record (results/ is not tracked)
@@ -346,20 +361,21 @@ def gallery_markdown(experiments: list[Experiment], root: str | None = None, bas
         when = f"{record['scale']}, {record['seconds']:.0f} s, {record['date']}" if record else ""
         cite = e.meta["paper"].split(", ")[0]  # "Pires et al. 2025, <title>" -> "Pires et al. 2025"
         rows.append([f"[{e.name}]({link(os.path.dirname(e.path))})", f"{cite}: {e.meta['figure']}",
-                     _fmt(paper), ours, gap or "—", when])  # fmt: skip
+                     _fmt(paper), ours, gap or "—", verdict_of(record), when])  # fmt: skip
         png = f"{files}/{e.name}.png"
         if record is not None and os.path.exists(os.path.join(root, png)):
             figures.append(f"**{e.name}** ({e.meta['paper']}). {e.meta['claim']}\n\n![{e.name}]({link(png)})\n")
         else:
             figures.append(f"**{e.name}**: no figure yet; run `rlx reproduce {e.name} --scale {scale}`.\n")
-    head = ["experiment", "paper: figure", "paper's number (or claim)", "ours", "gap", "run"]
+    head = ["experiment", "paper: figure", "paper's number (or claim)", "ours", "gap", "verdict", "run"]
     lines = [
         "## Gallery",
         "",
         f"Every figure below is written by `rlx reproduce NAME --scale {scale}`; `rlx reproduce --list` shows "
         "every experiment with its budget at each scale. `python scripts/gallery.py` copies each run's figure "
         f"and record from `results/<name>/` to `{files}/` and regenerates this section; 'gap' is ours minus "
-        "the paper's number where both are numbers.",
+        "the paper's number where both are numbers; 'verdict' is the run's own test of the claim (a paired "
+        "95% interval over seeds: reproduced, not reproduced or contradicted), where it has one.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

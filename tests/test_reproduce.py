@@ -26,7 +26,7 @@ def test_discovery_finds_the_experiments_in_the_repository():
 # Smoke runs that cost the default suite more than ~20 s on 2 cores run with -m slow; the
 # default suite keeps one real experiment (ddp-objective-gap) besides the fake one below.
 SLOW_SMOKE = {"ta-horizon", "lpo-es", "es-speed", "groove", "ddp-target-return", "morl-fronts", "ddp-cvar",
-              "lpg-lifetimes", "morl-hpo", "morl-hpo-envelope"}  # fmt: skip
+              "lpg-lifetimes", "morl-hpo", "morl-hpo-envelope", "dpo-minatar"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,7 @@ def test_a_new_experiment_is_discovered_run_and_put_in_the_gallery(fake_root, ca
     assert "1 s (n=2)" in out and "BROKEN" in out and "2.0 (x); x = 2" in out
     assert cli.main(["reproduce", "--gallery", "docs/gallery.md"]) == 0
     md = (fake_root / "docs" / "gallery.md").read_text()
-    assert "| [fake-exp](../experiments/nobody/fig1) | Nobody 2025: Fig. 1 | 2 | 2 | +0 (+0.0%) | cpu, " in md
+    assert "| [fake-exp](../experiments/nobody/fig1) | Nobody 2025: Fig. 1 | 2 | 2 | +0 (+0.0%) | — | cpu, " in md
     assert "![fake-exp](gallery/fake-exp.png)" in md  # a published copy: results/ is not tracked
     assert (fake_root / "docs" / "gallery" / "fake-exp.png").exists()
     assert "broken" not in md.split("## Gallery")[1].split("**")[0]  # broken modules stay out of the table
@@ -115,6 +115,14 @@ def test_gap_is_ours_minus_the_papers_number():
     assert ex.ours_and_gap(exp, None) == ("not run yet", "")
     exp.meta = {"headline": "ok"}
     assert ex.ours_and_gap(exp, {"result": {"ok": True}}) == ("yes", "")
+
+
+def test_gallery_shows_the_headlines_interval_and_the_verdict():
+    exp = ex.Experiment("e", "experiments/e/run.py", {"headline": "diff"}, {}, None)
+    record = {"result": {"diff": 0.25, "interval": [0.1, 0.4], "verdict": "reproduced"}}
+    assert ex.ours_and_gap(exp, record) == ("0.25 [0.1, 0.4]", "")
+    assert ex.verdict_of(record) == "reproduced"
+    assert ex.verdict_of({"result": {"diff": 0.25}}) == ex.verdict_of(None) == "—"
 
 
 @pytest.mark.parametrize(
