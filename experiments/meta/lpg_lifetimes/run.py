@@ -39,7 +39,8 @@ META = dict(
           "ES (full lifetimes) discovers schedules that meta-gradients do not.",
     expected="paper scale: TA-LPG above LPG at every lifetime. cpu scale: both ES means rise above "
              "the untrained rule; the budget is too small to claim the TA-vs-LPG ordering.",
-    headline="held_out_return",
+    headline="ta_lpg_minus_lpg_mean",
+    budget={"smoke": "about 30 s", "cpu": "about 2.5 min on 2 CPU cores", "mid": "about 25 min on 2 CPU cores", "paper": "GPU"},
 )  # fmt: skip
 
 SCALES = {
@@ -49,6 +50,11 @@ SCALES = {
     "cpu": dict(max_size=5, max_objects=2, sizes=(3, 5), episode_length=(10, 40), lifetime=(10, 60), envs=4, steps=10,
                 meta_hidden=16, population=16, generations=60, levels=4, test_lifetimes=(5, 15, 45, 135),
                 sigma=0.1, lr=0.01, eval_every=5, eval_seeds=8),
+    # The claim test: the cpu levels with the paper's lifetime range, 5 test lifetimes spanning
+    # it, 5 ES seeds, 32 x 4 held-out levels per ES seed; TA-LPG - LPG paired by ES seed and level.
+    "mid": dict(max_size=5, max_objects=2, sizes=(3, 5), episode_length=(10, 40), lifetime=(10, 250), envs=4, steps=10,
+                meta_hidden=16, population=32, generations=40, levels=4, test_lifetimes=(10, 25, 60, 130, 250),
+                sigma=0.1, lr=0.01, eval_every=10, eval_seeds=8, es_seeds=5),
     # The papers' setting (Jackson et al. 2023, 2024): sizes 4-10, 1-5 objects, 15 walls, lifetimes 10-250, GRU 256, σ 0.1, lr 1e-2.
     "paper": dict(max_size=10, max_objects=5, sizes=(4, 10), episode_length=(20, 750), lifetime=(10, 250), envs=64,
                   steps=20, meta_hidden=256, population=64, generations=1000, levels=8,
@@ -82,6 +88,10 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     es = ESConfig(population_size=s["population"], generations=s["generations"], sigma=s["sigma"], lr=s["lr"],
                   eval_every=s.get("eval_every", 0), eval_seeds=s.get("eval_seeds", 1))  # fmt: skip
     curves, timing, rows = {}, {}, []
+    runs = 2 * s.get("es_seeds", 1) * es.generations * es.population_size * s["levels"]
+    print(f"lpg-lifetimes at scale {scale}: 2 rules x {s.get('es_seeds', 1)} ES seeds x {es.generations} generations "
+          f"x {es.population_size} candidates x {s['levels']} levels = {runs:,} agent lifetimes of "
+          f"{s['lifetime'][0]}-{s['lifetime'][1]} updates x {s['envs'] * s['steps']} env steps", flush=True)  # fmt: skip
     lifetimes = s["test_lifetimes"]
     P = es.population_size
     # One compiled program serves both rules and the held-out test: LPG is the TA-LPG network
@@ -92,11 +102,16 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     task = MetaTask("grid", lpg.make_task_train(env, cfg, dist, s["levels"]), cfg, None)
     trainer = MetaTrainer([task], "lpg_params", init, es, progress=scale != "smoke")
     means, finals = {}, {}
+    es_seeds = s.get("es_seeds", 1)
     for name, ta in (("LPG", 0.0), ("TA-LPG", 1.0)):
-        trainer.context = [(cfg.replace(time_inputs=ta), None)]
-        result = trainer.run()
-        curves[name], timing[name], means[name] = result.history, result.timings, result.mean
-        finals[name] = result.final_mean_fitness
+        for k in range(es_seeds):  # ES seed k: the same ES noise and levels for both rules
+            trainer.es = es.replace(seed=k)
+            trainer.context = [(cfg.replace(time_inputs=ta), None)]
+            result = trainer.run()
+            if k == 0:
+                curves[name], timing[name], means[name] = result.history, result.timings, result.mean
+                finals[name] = result.final_mean_fitness
+            means[(name, k)] = result.mean
     # LPG ran as the TA-LPG network with its TA inputs zeroed: saved without the GRU rows
     # that read them, it is the same rule as a plain 5-input LPG network.
     save_params(os.path.join(out_dir, "lpg.npz"), lpg.without_time_inputs(means["LPG"]))
@@ -105,20 +120,23 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     # Held out: P batches of `levels` levels each, drawn from keys never used by the ES; one
     # call scores one rule on all of them (every slot holds the same θ, each its own key).
     keys = jnp.stack([jax.random.fold_in(jax.random.key(10**6), b) for b in range(P)])[:, None]  # [P, 1]
-    contenders = [("LPG", means["LPG"], 0.0), ("TA-LPG", means["TA-LPG"], 1.0), ("untrained", init, 1.0)]
-    for name, theta, ta in contenders:
+    contenders = [(r, k, means[(r, k)], ta) for r, ta in (("LPG", 0.0), ("TA-LPG", 1.0)) for k in range(es_seeds)]
+    contenders.append(("untrained", 0, init, 1.0))
+    for name, k, theta, ta in contenders:
         thetas = jax.tree.map(lambda x: jnp.stack([x] * P), theta)
         for n in lifetimes:
             trainer.context = [(cfg.replace(lifetime=int(n), time_inputs=ta), None)]
             scores = trainer.evaluate(keys, thetas)[:, 0]
-            rows += [dict(rule=name, lifetime=n, batch=b, normalised_return=float(v)) for b, v in enumerate(scores)]
+            rows += [dict(rule=name, es_seed=k, lifetime=n, batch=b, normalised_return=float(v))
+                     for b, v in enumerate(scores)]  # fmt: skip
     if scale != "smoke":  # A2C on the same held-out levels (its own compile)
         a2c = lpg.LPGConfig(**common, update_rule="a2c")
         a2c_train = jax.jit(jax.vmap(lambda k, c: lpg.make_task_train(env, a2c, dist, s["levels"])(k, c)[1]
                                      ["episode_return"][0], (0, None)))  # fmt: skip
         for n in lifetimes:
             scores = a2c_train(keys[:, 0], a2c.replace(lifetime=int(n)))
-            rows += [dict(rule="A2C", lifetime=n, batch=b, normalised_return=float(v)) for b, v in enumerate(scores)]
+            rows += [dict(rule="A2C", es_seed=0, lifetime=n, batch=b, normalised_return=float(v))
+                     for b, v in enumerate(scores)]  # fmt: skip
     rules = list(dict.fromkeys(r["rule"] for r in rows))
     name = META["name"]
     with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="") as f:
@@ -127,11 +145,19 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
         w.writerows(rows)
     table = {r: {n: float(np.mean([x["normalised_return"] for x in rows if x["rule"] == r and x["lifetime"] == n]))
                  for n in s["test_lifetimes"]} for r in rules}  # fmt: skip
+    diffs = ta_minus_lpg(rows, lifetimes, es_seeds)
     _plot(os.path.join(out_dir, f"{name}.png"), curves, table, rows, s)
     gens = es.generations
     steps = {k: gens * s["population"] / max(v["run_s"], 1e-9) for k, v in timing.items()}
     return {
         "held_out_return": {r: {n: round(v, 3) for n, v in t.items()} for r, t in table.items()},
+        # TA-LPG - LPG on the same held-out levels, paired by ES seed: per lifetime, and the
+        # mean over lifetimes (the headline of a claim test, with its interval and verdict).
+        "ta_lpg_minus_lpg": {n: diffs[n] for n in lifetimes},
+        "ta_lpg_minus_lpg_mean": diffs["mean"]["mean"],
+        "interval": [diffs["mean"]["low"], diffs["mean"]["high"]],
+        "verdict": diffs["mean"]["verdict"],
+        "es_seeds": es_seeds,
         # The ES mean scored on fixed keys (eval_seeds x levels fixed levels) every eval_every
         # generations, and after the last: the curve that should rise.
         "es_mean_fitness": {k: [round(float(v), 3) for v in np.append(c["mean_fitness"][np.isfinite(c["mean_fitness"])],
@@ -143,6 +169,29 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
         "compile_s": {k: round(v["compile_s"], 1) for k, v in timing.items()},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
+
+
+def ta_minus_lpg(rows: list[dict], lifetimes, es_seeds: int) -> dict:
+    """TA-LPG − LPG held-out return per lifetime and averaged over lifetimes: the mean, a
+    nested bootstrap 95% interval (ES seeds, then level batches within a seed) and the
+    verdict for the claim "TA-LPG above LPG". With one ES seed the interval is over
+    held-out levels only and says nothing about another ES run: no verdict then."""
+    from rlx.stats import nested_paired_difference_ci, verdict
+
+    def grid(rule, n):  # [es_seeds, batches]
+        return np.array([[x["normalised_return"] for x in rows if x["rule"] == rule and x["lifetime"] == n
+                          and x["es_seed"] == k] for k in range(es_seeds)])  # fmt: skip
+
+    out = {}
+    ta = {n: grid("TA-LPG", n) for n in lifetimes}
+    lp = {n: grid("LPG", n) for n in lifetimes}
+    ta["mean"], lp["mean"] = np.mean([ta[n] for n in lifetimes], 0), np.mean([lp[n] for n in lifetimes], 0)
+    for n in (*lifetimes, "mean"):
+        low, high = nested_paired_difference_ci(ta[n], lp[n])
+        judged = verdict(low, high, "greater") if es_seeds >= 3 else "not judged (under 3 ES seeds)"
+        out[n] = dict(mean=round(float(np.mean(ta[n] - lp[n])), 4), low=round(float(low), 4),
+                      high=round(float(high), 4), verdict=judged)  # fmt: skip
+    return out
 
 
 def _plot(path, curves, table, rows, s) -> None:
