@@ -97,7 +97,7 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     from rlx.agents.meta import drifts
 
     zero = drifts.init_params("lpo", None, hidden=s["hidden"])  # D ≡ 0, where both ES runs start
-    contenders = [Drift("PPO", "ppo"), Drift("LPO", "lpo", learned["lpo"]), Drift("TA-LPO", "ta_lpo", learned["ta_lpo"]),
+    contenders = [Drift("PPO", "ppo"), Drift("DPO", "dpo"), Drift("LPO", "lpo", learned["lpo"]), Drift("TA-LPO", "ta_lpo", learned["ta_lpo"]),
                   Drift("D = 0 (start)", "lpo", zero)]  # fmt: skip
     rows, _ = meta_test(contenders, (ENV,), s["horizons"], s["test_seeds"], s["steps"], INNER)
     table = summary(rows)
@@ -133,7 +133,7 @@ def _plot(path, table, curves, learned, s) -> None:
     grid = fig.add_gridspec(2, 4)
     ax = fig.add_subplot(grid[0, :2])
     horizons = list(s["horizons"])
-    for name in ("PPO", "LPO", "TA-LPO", "D = 0 (start)"):
+    for name in ("PPO", "DPO", "LPO", "TA-LPO", "D = 0 (start)"):
         m = [table[(ENV, name, h)][0] for h in horizons]
         h_ = [table[(ENV, name, h)][1] for h in horizons]
         ax.errorbar(horizons, m, yerr=h_, marker="o", capsize=3, label=name)
