@@ -26,7 +26,7 @@ def test_discovery_finds_the_experiments_in_the_repository():
 # Smoke runs that cost the default suite more than ~20 s on 2 cores run with -m slow; the
 # default suite keeps one real experiment (ddp-objective-gap) besides the fake one below.
 SLOW_SMOKE = {"ta-horizon", "lpo-es", "es-speed", "groove", "ddp-target-return", "morl-fronts", "ddp-cvar",
-              "lpg-lifetimes", "morl-hpo", "morl-hpo-envelope", "dpo-minatar"}  # fmt: skip
+              "lpg-lifetimes", "morl-hpo", "morl-hpo-envelope", "dpo-minatar", "lpg-es-vs-metagrad"}  # fmt: skip
 
 
 @pytest.mark.parametrize(
