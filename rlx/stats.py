@@ -185,7 +185,20 @@ def verdict(low: float, high: float, direction: str) -> str:
     return "not reproduced"
 
 
+def difference_test(a, b, direction: str, nested: bool = False, min_units: int = 3) -> dict:
+    """A claim about paired results tested: the mean of `a - b`, its 95% bootstrap interval
+    and the verdict for `direction` ("greater": a above b). `a, b: [seeds]` paired by seed,
+    or with `nested` `[groups, runs]` (`nested_paired_difference_ci`). Fewer than
+    `min_units` seeds (or groups) get no verdict: a bootstrap of 2 or 3 values has a
+    handful of distinct resamples. Returns `{mean, low, high, verdict}`."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    low, high = (nested_paired_difference_ci if nested else paired_difference_ci)(a, b)
+    units = a.shape[0]
+    judged = verdict(low, high, direction) if units >= min_units else f"not judged (under {min_units} seeds)"
+    return dict(mean=float(np.mean(a - b)), low=float(low), high=float(high), verdict=judged)
+
+
 __all__ = [
     "iqm", "mean", "median", "optimality_gap", "probability_of_improvement", "performance_profile",
-    "stratified_bootstrap_ci", "paired_difference_ci", "nested_paired_difference_ci", "verdict",
+    "stratified_bootstrap_ci", "paired_difference_ci", "nested_paired_difference_ci", "verdict", "difference_test",
 ]  # fmt: skip

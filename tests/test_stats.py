@@ -160,6 +160,18 @@ def test_nested_paired_difference_ci_covers_the_true_mean():
     assert 0.85 <= covered / 200 <= 0.99
 
 
+def test_difference_test_gives_the_verdict_only_with_enough_seeds():
+    rng = np.random.default_rng(5)
+    b = rng.normal(0.0, 1.0, size=8)
+    t = stats.difference_test(b + 1.0 + rng.normal(0.0, 0.05, size=8), b, "greater")
+    assert t["verdict"] == "reproduced" and 0.9 < t["low"] <= t["mean"] <= t["high"] < 1.1
+    assert stats.difference_test(b - 1.0, b, "greater")["verdict"] == "contradicted"
+    assert stats.difference_test(b[:2] + 1.0, b[:2], "greater", min_units=3)["verdict"] == "not judged (under 3 seeds)"
+    g = np.stack([b, b + 0.1, b - 0.1])  # [groups, runs]
+    t = stats.difference_test(g + 0.5, g, "less", nested=True)
+    assert t["verdict"] == "contradicted" and t["mean"] == pytest.approx(0.5)
+
+
 def test_nested_paired_difference_ci_bad_input():
     with pytest.raises(ValueError, match="same \\[groups, runs\\]"):
         stats.nested_paired_difference_ci(np.zeros((2, 3)), np.zeros((2, 4)))

@@ -68,13 +68,9 @@ def score(returns: np.ndarray, tail: float = TAIL) -> np.ndarray:
 
 def paired(dpo: np.ndarray, ppo: np.ndarray) -> dict:
     """DPO − PPO over paired seeds: mean, bootstrap 95% interval and verdict. `[seeds]` each."""
-    from rlx.stats import paired_difference_ci, verdict
+    from rlx.stats import difference_test
 
-    low, high = paired_difference_ci(dpo, ppo)
-    # With 2 or 3 seeds a bootstrap has a handful of distinct resamples: no verdict from it.
-    judged = verdict(low, high, DIRECTION) if len(dpo) >= MIN_SEEDS else f"not judged (under {MIN_SEEDS} seeds)"
-    return dict(mean=float(np.mean(dpo - ppo)), low=float(low), high=float(high), verdict=judged,
-                dpo=float(np.mean(dpo)), ppo=float(np.mean(ppo)))  # fmt: skip
+    return dict(difference_test(dpo, ppo, DIRECTION, min_units=MIN_SEEDS), dpo=float(np.mean(dpo)), ppo=float(np.mean(ppo)))
 
 
 def run(scale: str = "smoke", out_dir: str | None = None) -> dict:

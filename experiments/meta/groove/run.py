@@ -119,7 +119,7 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
                     if len(a) and len(b):
                         t = ks_2samp(a, b)
                         ks[k][q] = (round(float(t.statistic), 3), float(f"{t.pvalue:.2g}"))
-    gaps = regret_gaps(held, es_seeds)
+    gaps = regret_gaps(held)
     _plot(os.path.join(out_dir, f"{name}.png"), results, held, s)
     main_gap = gaps.get("regret_minus_uniform", {})
     return {
@@ -144,21 +144,17 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     }
 
 
-def regret_gaps(held: dict, es_seeds: int) -> dict:
+def regret_gaps(held: dict) -> dict:
     """GROOVE's regret curriculum minus each other curriculum on the held-out levels: mean, a
     nested bootstrap 95% interval (ES seeds, then levels) and the verdict for "regret is
     higher". `held[c]: [es_seeds, levels]`. Under 3 ES seeds there is no verdict: the
     interval then speaks of these levels, not of another ES run."""
-    from rlx.stats import nested_paired_difference_ci, verdict
+    from rlx.stats import difference_test
 
     out = {}
-    if "regret" not in held:
-        return out
-    for other in (c for c in ("uniform", "pvl", "maxmc") if c in held):
-        low, high = nested_paired_difference_ci(held["regret"], held[other])
-        judged = verdict(low, high, "greater") if es_seeds >= 3 else "not judged (under 3 ES seeds)"
-        out[f"regret_minus_{other}"] = dict(mean=round(float(np.mean(held["regret"] - held[other])), 4),
-                                            low=round(float(low), 4), high=round(float(high), 4), verdict=judged)  # fmt: skip
+    for other in (c for c in ("uniform", "pvl", "maxmc") if c in held and "regret" in held):
+        t = difference_test(held["regret"], held[other], "greater", nested=True, min_units=3)
+        out[f"regret_minus_{other}"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in t.items()}
     return out
 
 

@@ -38,6 +38,7 @@ META = dict(
              "16, 16 generations): both drifts improve on their D = 0 start at the meta-training "
              "horizon; the budget is far too small to claim the TA-vs-LPO ordering.",
     budget={"smoke": "about 1.5 min on 2 CPU cores", "cpu": "about 8 min on 2 shared CPU cores", "paper": "GPU"},
+    headline="ta_lpo_minus_lpo_mean",
 )  # fmt: skip
 
 ENV = "gymnax/CartPole-v1"
@@ -104,8 +105,16 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     name = META["name"]
     write_rows(os.path.join(out_dir, f"{name}.csv"), rows)
     _plot(os.path.join(out_dir, f"{name}.png"), table, curves, learned, s)
+    gaps = ta_minus_lpo(rows, s["horizons"])
     return {
         "meta_training_horizon_steps": s["steps"],
+        # TA-LPO - LPO final return per horizon, paired by test seed: mean and bootstrap 95%
+        # interval. One ES run per drift, so the interval is about these two learned drifts,
+        # not about another ES run: no verdict.
+        "ta_lpo_minus_lpo": gaps,
+        "ta_lpo_minus_lpo_mean": gaps["mean"]["mean"],
+        "interval": [gaps["mean"]["low"], gaps["mean"]["high"]],
+        "verdict": "not judged (one ES seed)",
         "final_return_by_horizon": {
             d.name: {h: (round(table[(ENV, d.name, h)][0], 1), round(table[(ENV, d.name, h)][1], 1)) for h in s["horizons"]}
             for d in contenders
@@ -119,6 +128,24 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
         },
         "wall_s": round(time.perf_counter() - t0, 1),
     }
+
+
+def ta_minus_lpo(rows: list[dict], horizons) -> dict:
+    """TA-LPO − LPO final return, paired by test seed, per horizon and averaged over them."""
+    from rlx.stats import paired_difference_ci
+
+    def final(drift, h):  # [seeds], in seed order
+        return np.array([r["final_return"] for r in sorted(rows, key=lambda r: r["seed"])
+                         if r["drift"] == drift and r["horizon"] == h and r["env"] == ENV])  # fmt: skip
+
+    ta = {h: final("TA-LPO", h) for h in horizons}
+    lp = {h: final("LPO", h) for h in horizons}
+    ta["mean"], lp["mean"] = np.mean([ta[h] for h in horizons], 0), np.mean([lp[h] for h in horizons], 0)
+    out = {}
+    for h in (*horizons, "mean"):
+        low, high = paired_difference_ci(ta[h], lp[h])
+        out[h] = dict(mean=round(float(np.mean(ta[h] - lp[h])), 2), low=round(float(low), 2), high=round(float(high), 2))
+    return out
 
 
 def _plot(path, table, curves, learned, s) -> None:

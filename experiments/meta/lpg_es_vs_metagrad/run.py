@@ -77,7 +77,7 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
     from rlx.agents.meta.es import ESConfig, MetaTask, MetaTrainer
     from rlx.envs import meta_grid as mg
     from rlx.experiments import write_csv
-    from rlx.stats import nested_paired_difference_ci, verdict
+    from rlx.stats import difference_test, nested_paired_difference_ci
 
     s = SCALES[scale]
     out_dir = out_dir or os.path.join("results", META["name"])
@@ -121,8 +121,7 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
         mg_scores.append(evaluate(eval_key, cfg.replace(lpg_params=out.params), held))
         print(f"seed {k}: held-out ES {np.mean(es_scores[-1]):.3f}, meta-gradient {np.mean(mg_scores[-1]):.3f}", flush=True)
     es_scores, mg_scores = np.asarray(es_scores), np.asarray(mg_scores)  # [seeds, test_levels]
-    low, high = nested_paired_difference_ci(es_scores, mg_scores)
-    judged = verdict(low, high, DIRECTION) if s["seeds"] >= 3 else "not judged (under 3 seeds)"
+    test = difference_test(es_scores, mg_scores, DIRECTION, nested=True, min_units=3)
     vs_untrained = {n: nested_paired_difference_ci(v, np.broadcast_to(scores["untrained"], v.shape))
                     for n, v in (("ES", es_scores), ("meta-gradient", mg_scores))}  # fmt: skip
 
@@ -137,9 +136,9 @@ def run(scale: str = "smoke", out_dir: str | None = None) -> dict:
         "held_out_return": {"ES": round(float(es_scores.mean()), 4), "meta-gradient": round(float(mg_scores.mean()), 4),
                             "untrained": round(float(np.mean(scores["untrained"])), 4)},  # fmt: skip
         "held_out_return_per_seed": {"ES": es_scores.mean(1).round(4).tolist(), "meta-gradient": mg_scores.mean(1).round(4).tolist()},
-        "es_minus_metagrad": round(float(np.mean(es_scores - mg_scores)), 4),
-        "interval": [round(float(low), 4), round(float(high), 4)],
-        "verdict": judged,
+        "es_minus_metagrad": round(test["mean"], 4),
+        "interval": [round(test["low"], 4), round(test["high"], 4)],
+        "verdict": test["verdict"],
         "minus_untrained_interval": {n: [round(float(a), 4), round(float(b), 4)] for n, (a, b) in vs_untrained.items()},
         "agent_rollouts_per_seed": {"ES": round(es_rollouts), "meta-gradient": round(mg_rollouts)},
         "meta_training_wall_s": {n: round(v, 1) for n, v in wall.items()},

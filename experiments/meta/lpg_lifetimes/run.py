@@ -176,7 +176,7 @@ def ta_minus_lpg(rows: list[dict], lifetimes, es_seeds: int) -> dict:
     nested bootstrap 95% interval (ES seeds, then level batches within a seed) and the
     verdict for the claim "TA-LPG above LPG". With one ES seed the interval is over
     held-out levels only and says nothing about another ES run: no verdict then."""
-    from rlx.stats import nested_paired_difference_ci, verdict
+    from rlx.stats import difference_test
 
     def grid(rule, n):  # [es_seeds, batches]
         return np.array([[x["normalised_return"] for x in rows if x["rule"] == rule and x["lifetime"] == n
@@ -187,10 +187,8 @@ def ta_minus_lpg(rows: list[dict], lifetimes, es_seeds: int) -> dict:
     lp = {n: grid("LPG", n) for n in lifetimes}
     ta["mean"], lp["mean"] = np.mean([ta[n] for n in lifetimes], 0), np.mean([lp[n] for n in lifetimes], 0)
     for n in (*lifetimes, "mean"):
-        low, high = nested_paired_difference_ci(ta[n], lp[n])
-        judged = verdict(low, high, "greater") if es_seeds >= 3 else "not judged (under 3 ES seeds)"
-        out[n] = dict(mean=round(float(np.mean(ta[n] - lp[n])), 4), low=round(float(low), 4),
-                      high=round(float(high), 4), verdict=judged)  # fmt: skip
+        t = difference_test(ta[n], lp[n], "greater", nested=True, min_units=3)
+        out[n] = {k: round(v, 4) if isinstance(v, float) else v for k, v in t.items()}
     return out
 
 
