@@ -41,7 +41,7 @@ META = dict(
     paper_value="DPO >= PPO on MinAtar",
     headline="normalised_dpo_minus_ppo",
     budget={"smoke": "about 1 min on 2 CPU cores", "cpu": "about 5 min on 2 CPU cores",
-            "mid": "about 35 min on 2 CPU cores", "paper": "GPU (1.28e9 env steps)"},
+            "mid": "about 45 min on 2 CPU cores", "paper": "GPU (1.28e9 env steps)"},
 )  # fmt: skip
 
 GAMES = ("gymnax/Asterix-MinAtar", "gymnax/Breakout-MinAtar", "gymnax/Freeway-MinAtar", "gymnax/SpaceInvaders-MinAtar")
