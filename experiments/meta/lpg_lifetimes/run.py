@@ -40,7 +40,7 @@ META = dict(
     expected="paper scale: TA-LPG above LPG at every lifetime. cpu scale: both ES means rise above "
              "the untrained rule; the budget is too small to claim the TA-vs-LPG ordering.",
     headline="ta_lpg_minus_lpg_mean",
-    budget={"smoke": "about 30 s", "cpu": "about 2.5 min on 2 CPU cores", "mid": "about 25 min on 2 CPU cores", "paper": "GPU"},
+    budget={"smoke": "about 30 s", "cpu": "about 2.5 min on 2 CPU cores", "mid": "about 7 min on 2 CPU cores", "paper": "GPU"},
 )  # fmt: skip
 
 SCALES = {
