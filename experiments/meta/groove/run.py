@@ -35,7 +35,7 @@ META = dict(
     expected="paper scale: GROOVE above uniform on held-out grid worlds and Min-Atar. cpu scale: the "
              "curricula draw measurably different levels; the budget is too small to rank held-out returns.",
     headline="regret_minus_uniform",
-    budget={"smoke": "about 30 s", "cpu": "about 3 min on 2 CPU cores", "mid": "about 15 min on 2 CPU cores", "paper": "GPU"},
+    budget={"smoke": "about 30 s", "cpu": "about 3 min on 2 CPU cores", "mid": "about 6 min on 2 CPU cores", "paper": "GPU"},
 )  # fmt: skip
 
 SCALES = {
