@@ -37,7 +37,7 @@ META = dict(
     expected="ES-LPG - meta-gradient-LPG >= 0 on held-out levels (the paper's premise for TA-LPG). At the mid scale "
              "(5 seeds, about 2e5 agent rollouts per method and seed) a paired test of that difference.",
     headline="es_minus_metagrad",
-    budget={"smoke": "about 40 s", "cpu": "about 4 min on 2 CPU cores", "mid": "about 15 min on 2 CPU cores",
+    budget={"smoke": "about 40 s", "cpu": "about 4 min on 2 CPU cores", "mid": "about 6 min on 2 CPU cores",
             "paper": "GPU"},
 )  # fmt: skip
 
