@@ -37,7 +37,7 @@ META = dict(
              "TA-LPO >= LPO at every horizon. cpu scale (CartPole, 3e4-step inner runs, population "
              "16, 16 generations): both drifts improve on their D = 0 start at the meta-training "
              "horizon; the budget is far too small to claim the TA-vs-LPO ordering.",
-    budget={"smoke": "about 1.5 min on 2 CPU cores", "cpu": "about 8 min on 2 shared CPU cores", "paper": "GPU"},
+    budget={"smoke": "about 1.5 min on 2 CPU cores", "cpu": "about 9 min on 2 CPU cores", "paper": "GPU"},
     headline="ta_lpo_minus_lpo_mean",
 )  # fmt: skip
 
