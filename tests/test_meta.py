@@ -169,9 +169,16 @@ def test_lpo_ppo_init_zero_head_trains_like_ppo(lpo_tiny, tiny_ppo):
     s_lpo, m_lpo = train(key, zero_head, env_params)
     p_agent, p_cfg, _ = tiny_ppo
     s_ppo, m_ppo = jax.jit(make_train(p_agent, p_cfg))(key, p_cfg, env_params)
-    for k in m_ppo:  # bitwise: the whole training run is PPO's
-        np.testing.assert_array_equal(np.asarray(m_lpo[k]), np.asarray(m_ppo[k]))
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), s_lpo.params, s_ppo.params)
+    # The whole run is PPO's. These are two different compiled programs (the LPO one has the
+    # drift network's ops), and whether XLA rounds them identically depends on the CPU's vector
+    # code: bitwise on AVX-512, within 1.3e-8 on an AVX2 machine. So the run is compared to float32
+    # rounding; the per-step loss and gradient are checked bit for bit above
+    # (test_lpo_ppo_init_with_zero_head_is_ppo_loss_and_gradient_exactly), which is the test that
+    # catches the known sign bug (- ReLU(ppo_drift): no clipping at all).
+    close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)  # noqa: E731
+    for k in m_ppo:
+        close(m_lpo[k], m_ppo[k])
+    jax.tree.map(close, s_lpo.params, s_ppo.params)
 
 
 # -- the ES meta-trainer ----------------------------------------------------------------------
